@@ -1,0 +1,42 @@
+# tumorscope — set-up, demo, tests and benchmarks. Every target installs first (a no-op when up to date).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+
+.PHONY: install demo demo-petct test test-fast lint bench bench-quick clean
+
+install: $(STAMP)
+
+# torch is pinned in the same pip command as everything else (the CPU wheel is found locally).
+$(STAMP): $(LOCK) pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -r $(LOCK) -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(BIN)/python -m tumorscope.demo --config configs/demo.yaml --out runs/demo
+
+demo-petct: install
+	$(BIN)/python -m tumorscope.demo --config configs/demo-petct.yaml --out runs/demo-petct
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py --full
+
+bench-quick: install
+	$(BIN)/python benchmarks/run_all.py --quick
+
+clean:
+	rm -rf runs bench-out .pytest_cache .mypy_cache .ruff_cache

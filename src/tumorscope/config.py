@@ -1,0 +1,471 @@
+"""Experiment configuration: frozen dataclasses loaded from YAML and validated once.
+
+Every section of a config file maps onto one dataclass below. Loading checks unknown
+keys, types and ranges and raises :class:`ConfigError` naming the key and the file.
+``--set section.key=value`` overrides are applied to the raw mapping before validation,
+so they are checked exactly like values from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Profile = Literal["brain-mri", "petct"]
+Task = Literal["segmentation", "tumour", "tumour_type", "survival"]
+Part = Literal["encoder", "decoder", "segmentation_head", "tumour_head", "tumour_type_head", "survival_head"]
+SegLoss = Literal["dice_bce", "focal", "tversky", "focal_tversky"]
+Precision = Literal["fp32", "bf16", "auto"]
+
+TASKS: tuple[str, ...] = ("segmentation", "tumour", "tumour_type", "survival")
+PARTS: tuple[str, ...] = typing.get_args(Part)
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where data comes from and how slices are made.
+
+    Attributes:
+        sources: Layouts to read (``brats``, ``kaggle``, ``hecktor``, ``dicom``); empty = all found.
+        channels: Channel names the model takes, in order (e.g. ``[flair]`` or ``[ct, pet]``).
+        missing_channels: ``error`` drops sources lacking a channel (with a warning);
+            ``zero_fill`` zero-fills absent channels.
+        image_size: Side of the square slices fed to the model, in pixels.
+        clip_percentiles: Intensity percentiles clipped before normalisation.
+        tumour_slice_fraction: Target fraction of tumour slices among extracted volume slices.
+        slices_per_patient: Maximum slices extracted per volume.
+        min_foreground_fraction: Slices whose brain/body mask covers less than this are skipped.
+        fold: Cross-validation fold used as validation split.
+        n_folds: Number of patient-level folds.
+        test_fraction: Fraction of patients held out as the test split.
+        bag_patients: Patients per survival batch (patient-bag sampler).
+        bag_slices: Slices per patient in a survival batch.
+        max_voxels: Largest volume (voxels) a reader accepts, checked from the header.
+    """
+
+    sources: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ("flair",)
+    missing_channels: Literal["error", "zero_fill"] = "error"
+    image_size: int = 128
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    tumour_slice_fraction: float = 0.5
+    slices_per_patient: int = 32
+    min_foreground_fraction: float = 0.02
+    fold: int = 0
+    n_folds: int = 5
+    test_fraction: float = 0.2
+    bag_patients: int = 4
+    bag_slices: int = 4
+    max_voxels: int = 2**27
+
+    def validate(self) -> None:
+        _check(len(self.channels) >= 1, "data.channels", "must name at least one channel")
+        _check(8 <= self.image_size <= 1024, "data.image_size", f"{self.image_size} not in [8, 1024]")
+        lo, hi = self.clip_percentiles
+        _check(0 <= lo < hi <= 100, "data.clip_percentiles", f"need 0 <= lo < hi <= 100, got {lo}, {hi}")
+        _check(0 <= self.tumour_slice_fraction <= 1, "data.tumour_slice_fraction", "must be in [0, 1]")
+        _check(self.slices_per_patient >= 1, "data.slices_per_patient", "must be >= 1")
+        _check(0 <= self.min_foreground_fraction < 1, "data.min_foreground_fraction", "must be in [0, 1)")
+        _check(self.n_folds >= 2, "data.n_folds", "must be >= 2")
+        _check(0 <= self.fold < self.n_folds, "data.fold", f"{self.fold} not in [0, n_folds={self.n_folds})")
+        _check(0 <= self.test_fraction < 1, "data.test_fraction", "must be in [0, 1)")
+        _check(self.bag_patients >= 1, "data.bag_patients", "must be >= 1")
+        _check(self.bag_slices >= 1, "data.bag_slices", "must be >= 1")
+        _check(self.max_voxels >= 1, "data.max_voxels", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network size and heads.
+
+    Attributes:
+        in_channels: Input channels; must equal ``len(data.channels)``.
+        base_channels: Channels of the first encoder stage; doubled per level.
+        depth: Number of down-sampling steps (feature maps = depth + 1).
+        norm: ``instance`` or ``group`` normalisation (never batch norm).
+        dropout: Dropout probability before the last decoder stage and the heads.
+        regions: Segmentation regions, one sigmoid output each.
+        heads: Heads to build besides segmentation.
+        survival_dim: Size of the per-slice survival embedding.
+        clinical_features: Number of clinical covariates joined in the survival head.
+    """
+
+    in_channels: int = 1
+    base_channels: int = 16
+    depth: int = 4
+    norm: Literal["instance", "group"] = "instance"
+    dropout: float = 0.1
+    regions: tuple[str, ...] = ("WT",)
+    heads: tuple[str, ...] = ("tumour", "survival")
+    survival_dim: int = 32
+    clinical_features: int = 0
+
+    def validate(self) -> None:
+        _check(1 <= self.in_channels <= 16, "model.in_channels", "must be in [1, 16]")
+        _check(1 <= self.base_channels <= 256, "model.base_channels", "must be in [1, 256]")
+        _check(1 <= self.depth <= 6, "model.depth", "must be in [1, 6]")
+        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(len(self.regions) >= 1, "model.regions", "must name at least one region")
+        for h in self.heads:
+            _check(h in ("tumour", "tumour_type", "survival"), "model.heads", f"unknown head {h!r}")
+        _check(self.survival_dim >= 1, "model.survival_dim", "must be >= 1")
+        _check(self.clinical_features >= 0, "model.clinical_features", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss functions and how tasks are weighted.
+
+    Attributes:
+        segmentation: Segmentation loss.
+        task_weights: Fixed weight per task (used when ``weighting`` is ``fixed``).
+        weighting: ``fixed`` or ``uncertainty`` (Kendall et al. 2018, learned).
+        tumour_pos_weight: BCE positive-class weight for the ``tumour`` head; 0 = from data.
+        focal_gamma: Focal-loss exponent.
+        tversky_alpha: Tversky false-positive weight.
+        tversky_beta: Tversky false-negative weight.
+        cox_ties: Tie handling of the Cox partial likelihood.
+    """
+
+    segmentation: SegLoss = "dice_bce"
+    task_weights: dict[str, float] = field(
+        default_factory=lambda: {"segmentation": 1.0, "tumour": 1.0, "tumour_type": 0.5, "survival": 0.5}
+    )
+    weighting: Literal["fixed", "uncertainty"] = "fixed"
+    tumour_pos_weight: float = 0.0
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    cox_ties: Literal["efron", "breslow"] = "efron"
+
+    def validate(self) -> None:
+        for k, v in self.task_weights.items():
+            _check(k in TASKS, f"loss.task_weights.{k}", f"unknown task; expected one of {TASKS}")
+            _check(v >= 0, f"loss.task_weights.{k}", "must be >= 0")
+        _check(self.tumour_pos_weight >= 0, "loss.tumour_pos_weight", "must be >= 0")
+        _check(self.focal_gamma >= 0, "loss.focal_gamma", "must be >= 0")
+        _check(0 <= self.tversky_alpha <= 1, "loss.tversky_alpha", "must be in [0, 1]")
+        _check(0 <= self.tversky_beta <= 1, "loss.tversky_beta", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage.
+
+    Attributes:
+        name: Stage name (``seg_warmup``, ``cls_head``, ``joint``, ``surv_head``, ...).
+        tasks: Tasks whose losses are optimised in this stage.
+        freeze: Model parts frozen in this stage.
+        lr: Learning rate of the unfrozen non-encoder parts.
+        lr_encoder: Learning rate of the encoder (``None`` = ``lr``).
+        batch_size: Slices per batch.
+        max_steps: Optimisation steps (the stopping rule; reproducible).
+        eval_every: Steps between validations.
+        patience: Validations without improvement before early stopping (0 = off).
+        grad_clip: Max gradient norm (0 = off).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear LR warm-up steps before cosine decay.
+        metric: Validation metric that selects the best checkpoint (``auto`` = from tasks).
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    freeze: tuple[str, ...] = ()
+    lr: float = 1e-3
+    lr_encoder: float | None = None
+    batch_size: int = 8
+    max_steps: int = 100
+    eval_every: int = 50
+    patience: int = 0
+    grad_clip: float = 1.0
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    metric: str = "auto"
+
+    def validate(self, key: str) -> None:
+        _check(bool(self.name), f"{key}.name", "must not be empty")
+        _check(len(self.tasks) >= 1, f"{key}.tasks", "must name at least one task")
+        for t in self.tasks:
+            _check(t in TASKS, f"{key}.tasks", f"unknown task {t!r}; expected one of {TASKS}")
+        for p in self.freeze:
+            _check(p in PARTS, f"{key}.freeze", f"unknown part {p!r}; expected one of {PARTS}")
+        _check(self.lr > 0, f"{key}.lr", "must be > 0")
+        _check(self.lr_encoder is None or self.lr_encoder > 0, f"{key}.lr_encoder", "must be > 0")
+        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        _check(self.max_steps >= 1, f"{key}.max_steps", "must be >= 1")
+        _check(self.eval_every >= 1, f"{key}.eval_every", "must be >= 1")
+        _check(self.patience >= 0, f"{key}.patience", "must be >= 0")
+        _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Post-training calibration on the validation split.
+
+    Attributes:
+        temperature: Fit a temperature for the ``tumour`` logit by minimising NLL.
+        threshold: ``youden`` or ``sensitivity`` (reach ``target_sensitivity``).
+        target_sensitivity: Sensitivity the threshold must reach when ``threshold`` is ``sensitivity``.
+        gate_threshold: Tumour probability under which no mask is returned.
+        tau_quantile: Survival horizon ``tau`` as this quantile of training follow-up times.
+        ece_bins: Equal-width bins of the expected calibration error.
+    """
+
+    temperature: bool = True
+    threshold: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = 0.9
+    gate_threshold: float = 0.3
+    tau_quantile: float = 0.8
+    ece_bins: int = 10
+
+    def validate(self) -> None:
+        _check(0 < self.target_sensitivity <= 1, "calibration.target_sensitivity", "must be in (0, 1]")
+        _check(0 <= self.gate_threshold <= 1, "calibration.gate_threshold", "must be in [0, 1]")
+        _check(0 < self.tau_quantile <= 1, "calibration.tau_quantile", "must be in (0, 1]")
+        _check(self.ece_bins >= 2, "calibration.ece_bins", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Execution settings.
+
+    Attributes:
+        seed: Seed of every random generator.
+        threads: Torch intra-op threads (0 = library default).
+        precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 when the CPU supports it).
+        channels_last: Use channels-last memory format.
+        num_workers: DataLoader worker processes.
+        deterministic: Use deterministic algorithms (exact resume).
+    """
+
+    seed: int = 0
+    threads: int = 0
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    num_workers: int = 0
+    deterministic: bool = True
+
+    def validate(self) -> None:
+        _check(self.seed >= 0, "runtime.seed", "must be >= 0")
+        _check(self.threads >= 0, "runtime.threads", "must be >= 0")
+        _check(self.num_workers >= 0, "runtime.num_workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    profile: Profile = "brain-mri"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    stages: tuple[StageConfig, ...] = ()
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        self.loss.validate()
+        self.calibration.validate()
+        self.runtime.validate()
+        _check(
+            self.model.in_channels == len(self.data.channels),
+            "model.in_channels",
+            f"{self.model.in_channels} does not match len(data.channels) = {len(self.data.channels)}",
+        )
+        names = [s.name for s in self.stages]
+        _check(len(names) == len(set(names)), "stages", f"stage names must be unique, got {names}")
+        for i, s in enumerate(self.stages):
+            s.validate(f"stages[{i}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested mapping (tuples as lists), suitable for YAML/JSON."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        _check(value in args, key, f"{value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), key, f"expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        _check(len(value) == len(args), key, f"expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        _check(isinstance(value, Mapping), key, f"expected a mapping, got {type(value).__name__}")
+        kt, vt = args
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, key)
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    label = prefix or "config"
+    _check(isinstance(raw, Mapping), label, f"expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        k = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        close = [n for n in fields if _similar(n, unknown[0])]
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {sorted(fields)}"
+        raise ConfigError(f"{k}: unknown key{hint}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{missing[0]}: required key missing")
+    return cls(**kwargs)
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a, b).ratio() > 0.75
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value as YAML) into a key path and a value."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"--set {text!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _apply_override(raw: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node: Any = raw
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {'.'.join(path)}: no item {part!r}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+    last = path[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"--set {'.'.join(path)}: no item {last!r}")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "<dict>") -> Config:
+    """Build and validate a :class:`Config` from a mapping plus ``--set`` overrides.
+
+    Raises:
+        ConfigError: naming ``source`` and the offending key.
+    """
+    import copy
+
+    data = copy.deepcopy(dict(raw))
+    try:
+        for text in overrides:
+            path, value = parse_override(text)
+            if path[0] == "stages" and len(path) >= 3 and not path[1].isdigit():
+                names = [s.get("name") for s in data.get("stages", [])]
+                if path[1] not in names:
+                    raise ConfigError(f"--set {text}: no stage named {path[1]!r} (stages: {names})")
+                path = ["stages", str(names.index(path[1])), *path[2:]]
+            _apply_override(data, path, value)
+        cfg: Config = _build(Config, data, "")
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load, override and validate a YAML config file.
+
+    Raises:
+        ConfigError: if the file is missing, not YAML, or holds an invalid value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return config_from_dict(raw, overrides, source=str(p))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
