@@ -33,7 +33,6 @@ data_app = typer.Typer(help="Synthesise, inspect, validate and prepare data.", n
 app.add_typer(data_app, name="data")
 
 
-
 def _console() -> Console:
     """stderr console, created per call so redirected streams (tests, pipes) are honoured."""
     return Console(stderr=True)
@@ -42,6 +41,7 @@ def _console() -> Console:
 def _out() -> Console:
     """stdout console; soft-wrapped so long problem lines stay greppable."""
     return Console(soft_wrap=True)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,11 +64,15 @@ def _friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from tumorscope.config import ConfigError
         from tumorscope.data.types import DataError
+        from tumorscope.training.checkpoint import CheckpointError
+        from tumorscope.training.run import RunError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, FileNotFoundError) as e:
-            _console().print(f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False, markup=True)
+        except (ConfigError, DataError, RunError, CheckpointError, FileNotFoundError) as e:
+            _console().print(
+                f"[bold red]error:[/] {e}", soft_wrap=True, highlight=False, markup=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -83,14 +87,17 @@ def _main(
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config value: section.key=value (repeatable).")
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
 ]
 
 
 @app.command()
 @_friendly_errors
 def info(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Also print this config, resolved.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Also print this config, resolved.")
+    ] = None,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -120,10 +127,16 @@ def train(
     config: ConfigOpt,
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Data folder(s); repeatable.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run in --out.")
+    ] = False,
     set_: SetOpt = None,
-    nproc: Annotated[int, typer.Option("--nproc", help="Training processes (DDP on CPU: gloo).")] = 1,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Preprocessing cache folder.")] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Training processes (DDP on CPU: gloo).")
+    ] = 1,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Preprocessing cache folder.")
+    ] = None,
 ) -> None:
     """Train the configured stages into RUN_DIR (validates the config before reading data)."""
     from tumorscope.config import load_config
@@ -142,7 +155,9 @@ def evaluate(
     run: Annotated[Path, typer.Option("--run", help="Run folder.")],
     data: Annotated[list[Path], typer.Option("--data", "-d", help="Data folder(s).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")],
-    split: Annotated[str, typer.Option("--split", help="Split of the run's own patients to evaluate.")] = "test",
+    split: Annotated[
+        str, typer.Option("--split", help="Split of the run's own patients to evaluate.")
+    ] = "test",
 ) -> None:
     """Evaluate a run on data; write metrics.json, report.md and plots."""
     from tumorscope.evaluation.evaluate import evaluate_run
@@ -168,7 +183,9 @@ def compare(
 @app.command()
 @_friendly_errors
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Images, NIfTI files, case folders or DICOM folders.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Images, NIfTI files, case folders or DICOM folders.")
+    ],
     run: Annotated[Path, typer.Option("--run", help="Run folder.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
 ) -> None:
@@ -185,10 +202,16 @@ def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")],
     profile: Annotated[str, typer.Option("--profile", help="brain-mri or petct.")] = "brain-mri",
     patients: Annotated[int, typer.Option("--patients", min=1, help="Volume patients.")] = 10,
-    kaggle: Annotated[int, typer.Option("--kaggle", min=0, help="Kaggle-style 2D images (brain-mri).")] = 0,
-    difficulty: Annotated[str, typer.Option("--difficulty", help="easy, standard or hard.")] = "standard",
+    kaggle: Annotated[
+        int, typer.Option("--kaggle", min=0, help="Kaggle-style 2D images (brain-mri).")
+    ] = 0,
+    difficulty: Annotated[
+        str, typer.Option("--difficulty", help="easy, standard or hard.")
+    ] = "standard",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    shape: Annotated[str | None, typer.Option("--shape", help="Volume shape X,Y,Z (default full size).")] = None,
+    shape: Annotated[
+        str | None, typer.Option("--shape", help="Volume shape X,Y,Z (default full size).")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel processes.")] = 1,
 ) -> None:
     """Write synthetic patients in the real on-disk layouts (BraTS, Kaggle, HECKTOR)."""
@@ -203,7 +226,9 @@ def data_synth(
         try:
             x, y, z = (int(v) for v in shape.split(","))
         except ValueError:
-            raise typer.BadParameter(f"--shape must be three integers X,Y,Z, got {shape!r}") from None
+            raise typer.BadParameter(
+                f"--shape must be three integers X,Y,Z, got {shape!r}"
+            ) from None
         parsed = (x, y, z)
     summary = synthesize(
         profile=profile,
@@ -221,20 +246,26 @@ def data_synth(
 @data_app.command("inspect")
 @_friendly_errors
 def data_inspect(
-    root: Annotated[Path, typer.Argument(help="Dataset root or a folder up to two levels above one.")],
-    max_voxels: Annotated[int, typer.Option("--max-voxels", help="Largest volume accepted.")] = 2**27,
+    root: Annotated[
+        Path, typer.Argument(help="Dataset root or a folder up to two levels above one.")
+    ],
+    max_voxels: Annotated[int, typer.Option("--max-voxels", help="Largest volume accepted.")] = 2
+    ** 27,
 ) -> None:
     """Say which layouts a folder holds, then patients, slices, labels, spacing and problems."""
     from tumorscope.data.inspect import inspect_dataset
 
-    _out().print(inspect_dataset(root, max_voxels=max_voxels).render(), highlight=False, markup=False)
+    _out().print(
+        inspect_dataset(root, max_voxels=max_voxels).render(), highlight=False, markup=False
+    )
 
 
 @data_app.command("validate")
 @_friendly_errors
 def data_validate(
     roots: Annotated[list[Path], typer.Argument(help="Dataset folders.")],
-    max_voxels: Annotated[int, typer.Option("--max-voxels", help="Largest volume accepted.")] = 2**27,
+    max_voxels: Annotated[int, typer.Option("--max-voxels", help="Largest volume accepted.")] = 2
+    ** 27,
 ) -> None:
     """Check every file; print every problem as `PATH: fault`; exit 1 if any."""
     from tumorscope.data.inspect import validate_dataset

@@ -20,7 +20,9 @@ import yaml
 
 Profile = Literal["brain-mri", "petct"]
 Task = Literal["segmentation", "tumour", "tumour_type", "survival"]
-Part = Literal["encoder", "decoder", "segmentation_head", "tumour_head", "tumour_type_head", "survival_head"]
+Part = Literal[
+    "encoder", "decoder", "segmentation_head", "tumour_head", "tumour_type_head", "survival_head"
+]
 SegLoss = Literal["dice_bce", "focal", "tversky", "focal_tversky"]
 Precision = Literal["fp32", "bf16", "auto"]
 
@@ -76,14 +78,30 @@ class DataConfig:
 
     def validate(self) -> None:
         _check(len(self.channels) >= 1, "data.channels", "must name at least one channel")
-        _check(8 <= self.image_size <= 1024, "data.image_size", f"{self.image_size} not in [8, 1024]")
+        _check(
+            8 <= self.image_size <= 1024, "data.image_size", f"{self.image_size} not in [8, 1024]"
+        )
         lo, hi = self.clip_percentiles
-        _check(0 <= lo < hi <= 100, "data.clip_percentiles", f"need 0 <= lo < hi <= 100, got {lo}, {hi}")
-        _check(0 <= self.tumour_slice_fraction <= 1, "data.tumour_slice_fraction", "must be in [0, 1]")
+        _check(
+            0 <= lo < hi <= 100,
+            "data.clip_percentiles",
+            f"need 0 <= lo < hi <= 100, got {lo}, {hi}",
+        )
+        _check(
+            0 <= self.tumour_slice_fraction <= 1, "data.tumour_slice_fraction", "must be in [0, 1]"
+        )
         _check(self.slices_per_patient >= 1, "data.slices_per_patient", "must be >= 1")
-        _check(0 <= self.min_foreground_fraction < 1, "data.min_foreground_fraction", "must be in [0, 1)")
+        _check(
+            0 <= self.min_foreground_fraction < 1,
+            "data.min_foreground_fraction",
+            "must be in [0, 1)",
+        )
         _check(self.n_folds >= 2, "data.n_folds", "must be >= 2")
-        _check(0 <= self.fold < self.n_folds, "data.fold", f"{self.fold} not in [0, n_folds={self.n_folds})")
+        _check(
+            0 <= self.fold < self.n_folds,
+            "data.fold",
+            f"{self.fold} not in [0, n_folds={self.n_folds})",
+        )
         _check(0 <= self.test_fraction < 1, "data.test_fraction", "must be in [0, 1)")
         _check(self.bag_patients >= 1, "data.bag_patients", "must be >= 1")
         _check(self.bag_slices >= 1, "data.bag_slices", "must be >= 1")
@@ -145,7 +163,12 @@ class LossConfig:
 
     segmentation: SegLoss = "dice_bce"
     task_weights: dict[str, float] = field(
-        default_factory=lambda: {"segmentation": 1.0, "tumour": 1.0, "tumour_type": 0.5, "survival": 0.5}
+        default_factory=lambda: {
+            "segmentation": 1.0,
+            "tumour": 1.0,
+            "tumour_type": 0.5,
+            "survival": 0.5,
+        }
     )
     weighting: Literal["fixed", "uncertainty"] = "fixed"
     tumour_pos_weight: float = 0.0
@@ -182,6 +205,8 @@ class StageConfig:
         weight_decay: AdamW weight decay.
         warmup_steps: Linear LR warm-up steps before cosine decay.
         metric: Validation metric that selects the best checkpoint (``auto`` = from tasks).
+        cohort_refit: Refit the survival head on the whole training cohort from cached
+            patient embeddings (full-batch Cox) instead of mini-batches; needs a frozen encoder.
     """
 
     name: str
@@ -197,6 +222,7 @@ class StageConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 0
     metric: str = "auto"
+    cohort_refit: bool = False
 
     def validate(self, key: str) -> None:
         _check(bool(self.name), f"{key}.name", "must not be empty")
@@ -214,6 +240,17 @@ class StageConfig:
         _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0")
         _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
         _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        if self.cohort_refit:
+            _check(
+                tuple(self.tasks) == ("survival",), f"{key}.cohort_refit", "needs tasks: [survival]"
+            )
+            _check("encoder" in self.freeze, f"{key}.cohort_refit", "needs the encoder frozen")
+        metrics = ("auto", "dice", "roc_auc", "type_accuracy", "c_index", "loss")
+        _check(
+            self.metric in metrics,
+            f"{key}.metric",
+            f"{self.metric!r} is not one of {list(metrics)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -237,7 +274,9 @@ class CalibrationConfig:
     ece_bins: int = 10
 
     def validate(self) -> None:
-        _check(0 < self.target_sensitivity <= 1, "calibration.target_sensitivity", "must be in (0, 1]")
+        _check(
+            0 < self.target_sensitivity <= 1, "calibration.target_sensitivity", "must be in (0, 1]"
+        )
         _check(0 <= self.gate_threshold <= 1, "calibration.gate_threshold", "must be in [0, 1]")
         _check(0 < self.tau_quantile <= 1, "calibration.tau_quantile", "must be in (0, 1]")
         _check(self.ece_bins >= 2, "calibration.ece_bins", "must be >= 2")
@@ -254,6 +293,7 @@ class RuntimeConfig:
         channels_last: Use channels-last memory format.
         num_workers: DataLoader worker processes.
         deterministic: Use deterministic algorithms (exact resume).
+        checkpoint_every: Steps between resumable progress checkpoints.
     """
 
     seed: int = 0
@@ -262,9 +302,11 @@ class RuntimeConfig:
     channels_last: bool = False
     num_workers: int = 0
     deterministic: bool = True
+    checkpoint_every: int = 50
 
     def validate(self) -> None:
         _check(self.seed >= 0, "runtime.seed", "must be >= 0")
+        _check(self.checkpoint_every >= 1, "runtime.checkpoint_every", "must be >= 1")
         _check(self.threads >= 0, "runtime.threads", "must be >= 0")
         _check(self.num_workers >= 0, "runtime.num_workers", "must be >= 0")
 
@@ -335,11 +377,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
         raise ConfigError(f"{key}: {value!r} does not match {_type_name(tp)}")
     if origin is tuple:
-        _check(isinstance(value, list | tuple), key, f"expected a list, got {type(value).__name__} {value!r}")
+        _check(
+            isinstance(value, list | tuple),
+            key,
+            f"expected a list, got {type(value).__name__} {value!r}",
+        )
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         _check(len(value) == len(args), key, f"expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(
+            _coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if origin is dict:
         _check(isinstance(value, Mapping), key, f"expected a mapping, got {type(value).__name__}")
         kt, vt = args
@@ -350,10 +398,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
         return value
     if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"expected an integer, got {value!r}",
+        )
         return value
     if tp is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool), key, f"expected a number, got {value!r}")
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            key,
+            f"expected a number, got {value!r}",
+        )
         return float(value)
     if tp is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
@@ -379,7 +435,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     missing = [
         n
         for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{prefix + '.' if prefix else ''}{missing[0]}: required key missing")
@@ -423,7 +481,9 @@ def _apply_override(raw: dict[str, Any], path: Sequence[str], value: Any) -> Non
         node[last] = value
 
 
-def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "<dict>") -> Config:
+def config_from_dict(
+    raw: Mapping[str, Any], overrides: Sequence[str] = (), source: str = "<dict>"
+) -> Config:
     """Build and validate a :class:`Config` from a mapping plus ``--set`` overrides.
 
     Raises:
