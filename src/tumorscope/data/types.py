@@ -76,7 +76,9 @@ class ImageItem:
 
     Attributes:
         path: Image file.
-        patient_id: One image = one patient (the Kaggle sets carry no patient ids); the file stem.
+        patient_id: One image = one patient (the Kaggle sets carry no patient ids): the path
+            relative to the dataset root without extension (``yes/Y1``), since stems repeat
+            across class folders.
         source: Layout name: ``kaggle`` (yes/no) or ``kaggle4`` (4-class).
         tumour: 1 = tumour, 0 = no tumour.
         tumour_type: Index into :data:`TUMOUR_TYPES`, or None when the layout has no type.
@@ -116,7 +118,7 @@ class DatasetIndex:
 
     Attributes:
         roots: Folders searched.
-        layouts: Layout name → dataset root it was found at.
+        layouts: Layout name → dataset root it was found at (``brats#2`` for a second root).
         cases: Volume cases (BraTS, HECKTOR, DICOM).
         images: 2D image-folder items (Kaggle).
         outcomes: patient_id → outcome (BraTS survival CSV, HECKTOR endpoint CSV).

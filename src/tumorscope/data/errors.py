@@ -1,0 +1,162 @@
+"""Typed data errors: one :class:`~tumorscope.data.types.DataError` subclass per kind of fault.
+
+Every error's ``str()`` is ``"PATH: fault"`` so that ``tumorscope data validate`` can print
+one problem per line. Errors that concern two files (image/mask mismatch) name the second
+file in the fault text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tumorscope.data.types import DataError
+
+__all__ = [
+    "CSVFormatError",
+    "CaseLayoutError",
+    "DataError",
+    "DecompressionBombError",
+    "DicomPixelDataError",
+    "DicomPreambleError",
+    "DicomSeriesError",
+    "DimensionError",
+    "DuplicatePatientError",
+    "EmptyFileError",
+    "ExtensionMismatchError",
+    "GeometryMismatchError",
+    "HeaderError",
+    "LabelValueError",
+    "LayoutNotFoundError",
+    "MissingChannelError",
+    "MissingFileError",
+    "NonFiniteVoxelError",
+    "NotGzipError",
+    "NotImageError",
+    "NotNiftiError",
+    "ReadError",
+    "SingularAffineError",
+    "SliceSpacingError",
+    "SpacingError",
+    "SurvivalValueError",
+    "TruncatedFileError",
+    "VolumeTooLargeError",
+]
+
+
+class _Fault(DataError):
+    """Base of the typed errors: keeps the fault on one line (library messages may hold newlines)."""
+
+    def __init__(self, path: str | Path, fault: str) -> None:
+        super().__init__(path, " ".join(fault.split("\n")).replace("\r", " "))
+
+
+class MissingFileError(_Fault):
+    """A path that should exist does not (a dataset root, a CSV column's file)."""
+
+
+class EmptyFileError(_Fault):
+    """A file has zero bytes."""
+
+
+class NotNiftiError(_Fault):
+    """A ``.nii``/``.nii.gz`` file does not hold a NIfTI-1/2 header (random bytes, other data)."""
+
+
+class NotGzipError(_Fault):
+    """A ``.gz`` file is not gzip-compressed."""
+
+
+class TruncatedFileError(_Fault):
+    """A file ends before the data its header declares (NIfTI, gzip stream, image, DICOM)."""
+
+
+class HeaderError(_Fault):
+    """A header exists but the reader cannot parse it or it holds invalid fields."""
+
+
+class VolumeTooLargeError(_Fault):
+    """The header declares more voxels than the configured cap (checked before decompressing)."""
+
+
+class NonFiniteVoxelError(_Fault):
+    """The voxel data holds NaN or Inf values."""
+
+
+class SpacingError(_Fault):
+    """A voxel spacing is zero, negative or non-finite."""
+
+
+class SingularAffineError(_Fault):
+    """The voxel-to-world affine is singular or non-finite."""
+
+
+class DimensionError(_Fault):
+    """The data has the wrong number of dimensions for its role (2D volume, 4D mask...)."""
+
+
+class GeometryMismatchError(_Fault):
+    """Two files that must share a grid do not (shape, spacing or affine); names both files."""
+
+    def __init__(self, path: str | Path, other: str | Path, fault: str) -> None:
+        self.other = Path(other)
+        super().__init__(path, f"{fault} (compared with {other})")
+
+
+class LabelValueError(_Fault):
+    """A mask holds label values outside the layout's allowed set, or non-integer values."""
+
+
+class DecompressionBombError(_Fault):
+    """An image declares more pixels than Pillow's decompression-bomb limit allows."""
+
+
+class NotImageError(_Fault):
+    """A ``.png``/``.jpg`` file is not an image Pillow can identify."""
+
+
+class ExtensionMismatchError(_Fault):
+    """The file's content is a different format from what its extension says."""
+
+
+class DicomPreambleError(_Fault):
+    """A ``.dcm`` file lacks the 128-byte preamble and ``DICM`` prefix."""
+
+
+class DicomPixelDataError(_Fault):
+    """A DICOM file's pixel data is missing, shorter than its header declares, or undecodable."""
+
+
+class DicomSeriesError(_Fault):
+    """A DICOM folder holds no series, more than one series, or slices that do not stack."""
+
+
+class SliceSpacingError(_Fault):
+    """A DICOM series has missing, duplicate or uneven slice positions."""
+
+
+class SurvivalValueError(_Fault):
+    """A survival time or event is non-numeric, negative or non-finite."""
+
+
+class DuplicatePatientError(_Fault):
+    """A patient appears twice (two CSV rows, two case folders, two images)."""
+
+
+class CSVFormatError(_Fault):
+    """A CSV file cannot be parsed or lacks a required column."""
+
+
+class MissingChannelError(_Fault):
+    """A case lacks a requested channel (and ``missing="error"``)."""
+
+
+class LayoutNotFoundError(_Fault):
+    """No known dataset layout was found under a folder."""
+
+
+class CaseLayoutError(_Fault):
+    """A case folder's files do not follow its layout (two files for one channel, mixed naming)."""
+
+
+class ReadError(_Fault):
+    """A file failed to read for a reason none of the other kinds describes."""
