@@ -1,0 +1,37 @@
+"""Synthetic patients on real anatomy, written in the real on-disk layouts.
+
+Public API:
+
+- :func:`synthesize` — sample, render and write a cohort (BraTS / Kaggle / HECKTOR layouts).
+- :func:`sample_cohort` — per-patient parameters, true hazards and outcomes, no rendering.
+- :func:`oracle_c_index` — Harrell's C of the true log-hazard against the sampled outcomes.
+- :func:`example_grid` — the PNG grid of example slices shown in ``docs/synthetic.md``.
+
+Presets (``easy``, ``standard``, ``hard``) are described in :mod:`.presets` and
+``docs/synthetic.md``.
+"""
+
+from __future__ import annotations
+
+from tumorscope.data.synthetic.cohort import sample_cohort
+from tumorscope.data.synthetic.generate import SynthSummary, synthesize
+from tumorscope.data.synthetic.grid import example_grid
+from tumorscope.data.synthetic.outcomes import oracle_c_index
+from tumorscope.data.synthetic.params import AnatomyParams, LesionParams, PatientParams
+from tumorscope.data.synthetic.presets import DIFFICULTIES, PRESETS, PROFILES, Preset, get_preset
+
+__all__ = [
+    "DIFFICULTIES",
+    "PRESETS",
+    "PROFILES",
+    "AnatomyParams",
+    "LesionParams",
+    "PatientParams",
+    "Preset",
+    "SynthSummary",
+    "example_grid",
+    "get_preset",
+    "oracle_c_index",
+    "sample_cohort",
+    "synthesize",
+]
