@@ -24,7 +24,9 @@ def test_help_lists_the_contract_commands() -> None:
 
 
 def test_info_json_reports_runtime_and_resolved_config() -> None:
-    res = runner.invoke(app, ["info", "--json", "--config", str(CONFIGS / "tiny.yaml"), "--set", "data.fold=1"])
+    res = runner.invoke(
+        app, ["info", "--json", "--config", str(CONFIGS / "tiny.yaml"), "--set", "data.fold=1"]
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert payload["runtime"]["torch"].startswith("2.13")
@@ -37,7 +39,9 @@ def test_train_rejects_bad_config_before_reading_data(tmp_path: Path) -> None:
     bad.write_text("modle: {}\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = runner.invoke(app, ["train", "--config", str(bad), "--data", str(empty), "--out", str(tmp_path / "run")])
+    res = runner.invoke(
+        app, ["train", "--config", str(bad), "--data", str(empty), "--out", str(tmp_path / "run")]
+    )
     assert res.exit_code == 2
     assert "modle" in res.output and str(bad) in res.output
     assert not (tmp_path / "run").exists()

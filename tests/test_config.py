@@ -55,13 +55,15 @@ def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> Non
 
 
 def test_overrides_apply_and_are_validated() -> None:
-    cfg = load_config(CONFIGS / "demo.yaml", ["data.fold=3", "stages.joint.max_steps=7", "stages.0.lr=0.5"])
+    cfg = load_config(
+        CONFIGS / "demo.yaml", ["data.fold=3", "stages.joint.max_steps=7", "stages.0.lr=0.5"]
+    )
     assert cfg.data.fold == 3
     assert cfg.stages[2].max_steps == 7
     assert cfg.stages[0].lr == 0.5
-    with pytest.raises(ConfigError, match="stages.nope"):
+    with pytest.raises(ConfigError, match=r"stages\.nope"):
         load_config(CONFIGS / "demo.yaml", ["stages.nope.lr=1"])
-    with pytest.raises(ConfigError, match="data.image_size"):
+    with pytest.raises(ConfigError, match=r"data\.image_size"):
         load_config(CONFIGS / "demo.yaml", ["data.image_size=x"])
 
 

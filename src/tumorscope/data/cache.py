@@ -1,0 +1,606 @@
+"""On-disk slice caches and :func:`prepare`, which builds them and the patient splits.
+
+One cache folder per (source, files of that source, preprocessing spec) under
+``OUT/cache/``, named ``<source>-<spec hash>-<files digest>``, holding
+
+- ``images.npy`` ``(N, C, S, S)`` float16/float32 and ``masks.npy`` ``(N, R, S, S)`` uint8
+  (only for sources with masks), written through ``np.lib.format.open_memmap``;
+- ``slices.csv``: one row per slice (patient_id, source, slice_index, tumour, has_tumour,
+  tumour_type, has_mask, foreground, sha1 of the source file for 2D images);
+- ``restore.json``: per volume patient, its canonical shape and crop box;
+- ``spec.json`` and ``meta.json`` (written last).
+
+A cache is built in a temporary folder and renamed into place, so an interrupted build is
+never reused; re-running with the same spec and files reuses it. ``OUT/splits.json`` and
+``OUT/prepared.json`` describe the whole prepared data set (:func:`load_prepared`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tumorscope.config import Config
+from tumorscope.data.imputation import ClinicalImputer
+from tumorscope.data.splits import (
+    SPLIT_NAMES,
+    Splits,
+    check_disjoint,
+    cross_split_duplicates,
+    patient_strata,
+    resolve_splits,
+    save_splits,
+)
+from tumorscope.data.transforms import (
+    PreprocessSpec,
+    VolumeSlices,
+    prepare_image,
+    preprocess_volume,
+)
+from tumorscope.data.types import Case, DataError, DatasetIndex, ImageItem, Outcome
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+SPLITS_FILE = "splits.json"
+PREPARED_FILE = "prepared.json"
+
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, message)`` called after each case or image."""
+
+
+@dataclass(frozen=True)
+class _Group:
+    source: str
+    cases: tuple[Case, ...] = ()
+    images: tuple[ImageItem, ...] = ()
+
+    def files(self) -> list[Path]:
+        out: list[Path] = []
+        for c in self.cases:
+            out.extend(c.channels[k] for k in sorted(c.channels))
+            if c.mask is not None:
+                out.append(c.mask)
+        out.extend(it.path for it in self.images)
+        return out
+
+
+def _fingerprint(paths: Sequence[Path]) -> str:
+    """Digest of resolved paths, sizes and modification times (cheap; no file reads)."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def cache_name(source: str, spec: PreprocessSpec, files: Sequence[Path]) -> str:
+    """Folder name of the cache of ``files`` of one source under ``spec``."""
+    return f"{source}-{spec.hash()}-{_fingerprint(files)}"
+
+
+def is_complete(folder: Path) -> bool:
+    """True when a cache folder was fully written (``meta.json`` is written last)."""
+    return (folder / "meta.json").is_file() and (folder / "images.npy").is_file()
+
+
+def _shrink(tmp: Path, name: str, n: int) -> None:
+    """Rewrite ``tmp/name`` (an over-allocated ``.npy``) with its first ``n`` rows, in chunks."""
+    big = np.load(tmp / name, mmap_mode="r")
+    if big.shape[0] == n:
+        return
+    small = np.lib.format.open_memmap(
+        tmp / f"{name}.part", mode="w+", dtype=big.dtype, shape=(n, *big.shape[1:])
+    )
+    for a in range(0, n, 256):
+        small[a : a + 256] = big[a : min(n, a + 256)]
+    small.flush()
+    del small, big
+    os.replace(tmp / f"{name}.part", tmp / name)
+
+
+def _alloc(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    if shape[0] == 0:  # mmap of an empty file fails; a header-only .npy is enough
+        np.save(path, np.zeros(shape, dtype=dtype))
+        return np.zeros(shape, dtype=dtype)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _volume_job(
+    job: tuple[Case, PreprocessSpec, str, int],
+) -> tuple[VolumeSlices | None, str | None]:
+    """Load and preprocess one case (runs in a worker process when ``workers > 1``)."""
+    from tumorscope.data.layout import load_case
+
+    case, spec, source, max_voxels = job
+    try:
+        loaded = load_case(
+            case, spec.channels, missing=spec.missing_channels, max_voxels=max_voxels
+        )
+        return preprocess_volume(loaded, spec, source=source), None
+    except DataError as e:
+        return None, str(e)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # spawn, not fork: a forked child of a process that already ran OpenMP (torch) can hang.
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+
+
+def _flush(*arrays: np.ndarray | None) -> None:
+    for a in arrays:
+        if isinstance(a, np.memmap):
+            a.flush()
+
+
+def build_cache(
+    group_source: str,
+    cases: Sequence[Case],
+    images: Sequence[ImageItem],
+    spec: PreprocessSpec,
+    folder: str | Path,
+    *,
+    max_voxels: int = 2**27,
+    progress: Progress | None = None,
+    workers: int = 0,
+) -> list[str]:
+    """Preprocess one source's cases or images into a cache folder (atomically).
+
+    Args:
+        group_source: Source layout name.
+        cases: Volume cases (BraTS, HECKTOR, DICOM).
+        images: 2D image items (Kaggle).
+        spec: Preprocessing spec.
+        folder: Final cache folder; built as ``.tmp-<name>-<pid>`` beside it, then renamed.
+        max_voxels: Largest volume accepted.
+        progress: Optional ``progress(done, total, message)``.
+        workers: Processes that load and preprocess volumes (0 or 1: this process).
+
+    Returns:
+        Problems (``"PATH: fault"``) of cases or images that were skipped.
+    """
+    from tumorscope.data.imagefolder import load_image
+
+    folder = Path(folder)
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    C, R, S = len(spec.channels), len(spec.regions), spec.image_size
+    n_max = len(cases) * spec.slices_per_patient + len(images)
+    has_masks = any(c.mask is not None for c in cases)
+    imgs = _alloc(tmp / "images.npy", spec.cache_dtype, (n_max, C, S, S))
+    msks = _alloc(tmp / "masks.npy", "uint8", (n_max, R, S, S)) if has_masks else None
+    rows: list[dict[str, Any]] = []
+    restore: dict[str, Any] = {}
+    problems: list[str] = []
+    total, n = len(cases) + len(images), 0
+    jobs = [(case, spec, group_source, max_voxels) for case in cases]
+    pool = _pool(workers) if workers > 1 and len(cases) > 1 else None
+    results = pool.map(_volume_job, jobs) if pool is not None else map(_volume_job, jobs)
+    for i, (case, (vs, fault)) in enumerate(zip(cases, results, strict=True)):
+        if vs is None:
+            problems.append(str(fault))
+            log.warning("skipped: %s", fault)
+            continue
+        k = vs.images.shape[0]
+        imgs[n : n + k] = vs.images
+        if msks is not None and vs.masks is not None:
+            msks[n : n + k] = vs.masks
+        for j in range(k):
+            rows.append(
+                {
+                    "patient_id": case.patient_id,
+                    "source": group_source,
+                    "slice_index": int(vs.slice_index[j]),
+                    "tumour": int(vs.tumour[j]) if vs.tumour is not None else -1,
+                    "has_tumour": vs.tumour is not None,
+                    "tumour_type": -1,
+                    "has_mask": vs.masks is not None,
+                    "foreground": float(vs.foreground[j]),
+                    "sha1": "",
+                }
+            )
+        restore[case.patient_id] = {"shape": list(vs.restore.shape), "box": list(vs.restore.box)}
+        n += k
+        if i % 32 == 31:  # written pages become clean and reclaimable: build memory stays flat
+            _flush(imgs, msks)
+        if progress is not None:
+            progress(i + 1, total, case.patient_id)
+    for i, item in enumerate(images):
+        try:
+            arr, _ = load_image(item)
+            imgs[n] = prepare_image(arr, spec, path=str(item.path)).image
+        except DataError as e:
+            problems.append(str(e))
+            log.warning("skipped: %s", e)
+            continue
+        if msks is not None:
+            msks[n] = 0
+        rows.append(
+            {
+                "patient_id": item.patient_id,
+                "source": group_source,
+                "slice_index": -1,
+                "tumour": int(item.tumour),
+                "has_tumour": True,
+                "tumour_type": -1 if item.tumour_type is None else int(item.tumour_type),
+                "has_mask": False,
+                "foreground": 1.0,
+                "sha1": _sha1(item.path),
+            }
+        )
+        n += 1
+        if i % 512 == 511:
+            _flush(imgs, msks)
+        if progress is not None:
+            progress(len(cases) + i + 1, total, item.patient_id)
+    if pool is not None:
+        pool.shutdown()
+    _flush(imgs, msks)
+    del imgs, msks
+    _shrink(tmp, "images.npy", n)
+    if has_masks:
+        _shrink(tmp, "masks.npy", n)
+    pd.DataFrame(rows, columns=list(_COLUMNS)).to_csv(tmp / "slices.csv", index=False)
+    (tmp / "restore.json").write_text(json.dumps(restore))
+    (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    meta = {
+        "source": group_source,
+        "n_slices": n,
+        "n_patients": len({r["patient_id"] for r in rows}),
+        "has_masks": has_masks,
+        "build_seconds": round(time.perf_counter() - t0, 3),
+        "problems": problems,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    if folder.exists():  # another process finished first; keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
+    return problems
+
+
+_COLUMNS = (
+    "patient_id",
+    "source",
+    "slice_index",
+    "tumour",
+    "has_tumour",
+    "tumour_type",
+    "has_mask",
+    "foreground",
+    "sha1",
+)
+
+
+def _groups(index: DatasetIndex, cfg: Config, spec: PreprocessSpec) -> list[_Group]:
+    wanted = set(cfg.data.sources)
+    by_source: dict[str, _Group] = {}
+    for c in index.cases:
+        g = by_source.setdefault(c.source, _Group(c.source))
+        by_source[c.source] = _Group(c.source, (*g.cases, c), g.images)
+    for it in index.images:
+        g = by_source.setdefault(it.source, _Group(it.source))
+        by_source[it.source] = _Group(it.source, g.cases, (*g.images, it))
+    out = []
+    for source, g in sorted(by_source.items()):
+        if wanted and source not in wanted and not (source == "kaggle4" and "kaggle" in wanted):
+            log.info("source %s not in data.sources %s; left out", source, sorted(wanted))
+            continue
+        if g.images and len(spec.channels) > 1 and spec.missing_channels == "error":
+            log.warning(
+                "source %s skipped: its 2D images have one channel but data.channels is %s "
+                "(set data.missing_channels: zero_fill to use them)",
+                source,
+                list(spec.channels),
+            )
+            continue
+        if g.images and "flair" not in spec.channels:
+            log.warning(
+                "source %s skipped: 2D images need a flair channel, have %s",
+                source,
+                list(spec.channels),
+            )
+            continue
+        out.append(g)
+    return out
+
+
+def prepare(
+    roots: Sequence[str | Path], cfg: Config, out: str | Path, *, progress: Progress | None = None
+) -> PreparedData:
+    """Discover data, build or reuse slice caches, and write ``splits.json``.
+
+    Args:
+        roots: Data folders (dataset roots or up to two levels above).
+        cfg: Experiment config (``data`` section, ``model.regions``, ``runtime.seed``).
+        out: Output folder: ``cache/``, ``splits.json``, ``prepared.json``.
+        progress: Optional ``progress(done, total, message)`` per case/image built.
+            Volumes are preprocessed by ``runtime.num_workers`` processes when it is > 1.
+
+    Returns:
+        The :class:`PreparedData` (``built``/``reused`` list the cache folders).
+
+    Raises:
+        DataError: A root is missing or nothing usable was found.
+    """
+    from tumorscope.data.layout import discover
+
+    out = Path(out)
+    spec = PreprocessSpec.from_config(cfg)
+    index = discover([Path(r) for r in roots], max_voxels=cfg.data.max_voxels)
+    problems = [str(p) for p in index.problems]
+    for p in index.problems:
+        log.warning("%s", p)
+    groups = _groups(index, cfg, spec)
+    if not groups:
+        raise DataError(", ".join(str(r) for r in roots) or "<no roots>", "no usable data found")
+    cache_root = out / CACHE_DIR
+    cache_root.mkdir(parents=True, exist_ok=True)
+    names, built, reused = [], [], []
+    for g in groups:
+        name = cache_name(g.source, spec, g.files())
+        folder = cache_root / name
+        if is_complete(folder):
+            reused.append(name)
+            problems.extend(json.loads((folder / "meta.json").read_text()).get("problems", []))
+            log.info("reusing cache %s", folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("building cache %s (%d cases, %d images)", folder, len(g.cases), len(g.images))
+            problems.extend(
+                build_cache(
+                    g.source,
+                    g.cases,
+                    g.images,
+                    spec,
+                    folder,
+                    max_voxels=cfg.data.max_voxels,
+                    progress=progress,
+                    workers=cfg.runtime.num_workers,
+                )
+            )
+            built.append(name)
+        names.append(name)
+    state = {
+        "spec": spec.to_dict(),
+        "caches": names,
+        "outcomes": {
+            pid: {"time": o.time, "event": bool(o.event), "clinical": dict(o.clinical)}
+            for pid, o in sorted(index.outcomes.items())
+        },
+        "true_risk": dict(sorted(index.true_risk.items())),
+        "problems": problems,
+    }
+    prepared = assemble(out, cfg, spec, names, state, write=True)
+    (out / PREPARED_FILE).write_text(
+        json.dumps(state | {"duplicates": prepared.duplicates}, indent=1)
+    )
+    prepared.built, prepared.reused = built, reused
+    return prepared
+
+
+# --------------------------------------------------------------------------- prepared data
+
+
+def read_slice_table(folder: Path) -> pd.DataFrame:
+    """The ``slices.csv`` of a cache folder with fixed dtypes."""
+    df = pd.read_csv(
+        folder / "slices.csv",
+        dtype={"patient_id": str, "source": str, "sha1": str},
+        keep_default_na=False,
+    )
+    for col in ("slice_index", "tumour", "tumour_type"):
+        df[col] = df[col].astype(np.int64)
+    for col in ("has_tumour", "has_mask"):
+        df[col] = df[col].astype(str).str.lower().isin(("true", "1"))
+    df["foreground"] = df["foreground"].astype(np.float32)
+    return df
+
+
+@dataclass
+class PreparedData:
+    """Everything :func:`prepare` produced: caches, slice table, splits, outcomes, imputer.
+
+    Attributes:
+        root: The ``OUT`` folder.
+        cfg: Config the data was prepared with.
+        spec: Preprocessing spec (saved with every run).
+        caches: Cache folder names under ``root/cache``, indexed by the ``cache`` column.
+        slices: One row per cached slice: ``patient_id, source, slice_index, tumour,
+            has_tumour, tumour_type, has_mask, foreground, sha1, cache, row, split``.
+        splits: Patient-level splits.
+        outcomes: Patient id → survival outcome (patients in the data only).
+        true_risk: Patient id → true log-hazard (synthetic data), if known.
+        imputer: Clinical imputation fitted on the training split only.
+        problems: Faults met while discovering or building (``"PATH: fault"``).
+        duplicates: Exact-duplicate 2D images: ``{"sha1", "patients", "splits"}`` each.
+        built: Cache folders built by this call.
+        reused: Cache folders reused by this call.
+    """
+
+    root: Path
+    cfg: Config
+    spec: PreprocessSpec
+    caches: list[str]
+    slices: pd.DataFrame
+    splits: Splits
+    outcomes: dict[str, Outcome]
+    true_risk: dict[str, float]
+    imputer: ClinicalImputer
+    problems: list[str]
+    duplicates: list[dict[str, Any]]
+    built: list[str] | None = None
+    reused: list[str] | None = None
+
+    @property
+    def clinical_columns(self) -> tuple[str, ...]:
+        """Column order of the clinical vector."""
+        return self.imputer.columns
+
+    def cache_dir(self, i: int) -> Path:
+        """Folder of cache ``i``."""
+        return self.root / CACHE_DIR / self.caches[i]
+
+    def patients(self, split: str) -> list[str]:
+        """Patient ids of ``train``, ``val``, ``test`` or ``all``."""
+        return list(self.splits.patients(split))
+
+    def slice_table(self, split: str = "all") -> pd.DataFrame:
+        """Rows of :attr:`slices` whose patient is in ``split``."""
+        if split == "all":
+            return self.slices
+        return self.slices[self.slices["split"] == split]
+
+    def with_fold(self, fold: int) -> PreparedData:
+        """The same data with cross-validation fold ``fold`` as validation (imputer refitted)."""
+        splits = self.splits.with_fold(fold)
+        return _finish(self, splits)
+
+    def restore_records(self) -> dict[str, dict[str, list[int]]]:
+        """Patient id → ``{"shape": [X, Y, Z], "box": [x0, y0, side]}`` of volume patients."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for i in range(len(self.caches)):
+            path = self.cache_dir(i) / "restore.json"
+            if path.is_file():
+                out.update(json.loads(path.read_text()))
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"prepared data in {self.root} (spec {self.spec.hash()})"]
+        for i, name in enumerate(self.caches):
+            sub = self.slices[self.slices["cache"] == i]
+            lines.append(
+                f"  cache {name}: {len(sub)} slices, {sub['patient_id'].nunique()} patients"
+            )
+        for name in SPLIT_NAMES:
+            sub = self.slice_table(name)
+            lines.append(f"  {name}: {len(self.patients(name))} patients, {len(sub)} slices")
+        lines.append(
+            f"  folds: {[len(f) for f in self.splits.folds]} (validation fold {self.splits.fold})"
+        )
+        lines.append(
+            f"  outcomes: {len(self.outcomes)}; clinical columns: {list(self.clinical_columns)}"
+        )
+        if self.duplicates:
+            lines.append(f"  exact-duplicate images across splits: {len(self.duplicates)}")
+        if self.problems:
+            lines.append(f"  problems: {len(self.problems)} (see the log)")
+        return "\n".join(lines)
+
+
+def _finish(p: PreparedData, splits: Splits) -> PreparedData:
+    """Attach ``splits``: split column, leak check, duplicate report, imputer fit on train."""
+    check_disjoint({k: splits.patients(k) for k in SPLIT_NAMES}, p.root / SPLITS_FILE)
+    where = {pid: k for k in SPLIT_NAMES for pid in splits.patients(k)}
+    slices = p.slices.assign(split=p.slices["patient_id"].map(where).fillna("none"))
+    dups = cross_split_duplicates(slices)
+    columns = sorted({c for o in p.outcomes.values() for c in o.clinical})
+    train_rows = [p.outcomes[pid].clinical for pid in splits.train if pid in p.outcomes]
+    imputer = ClinicalImputer.fit(train_rows, columns)
+    return PreparedData(
+        p.root, p.cfg, p.spec, p.caches, slices, splits, p.outcomes, p.true_risk, imputer,
+        p.problems, dups, p.built, p.reused,
+    )  # fmt: skip
+
+
+def assemble(
+    out: Path,
+    cfg: Config,
+    spec: PreprocessSpec,
+    names: Sequence[str],
+    state: dict[str, Any],
+    *,
+    write: bool,
+) -> PreparedData:
+    """Join cache tables, reuse or draw splits, fit the imputer; write ``splits.json`` if ``write``."""
+    tables = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        t = read_slice_table(out / CACHE_DIR / name).assign(cache=i)
+        t["row"] = np.arange(len(t), dtype=np.int64)
+        clash = t["patient_id"].isin(seen)
+        if clash.any():  # the same id in two sources: keep both, prefixed by source
+            log.warning(
+                "%d patient ids of %s also occur in another source; prefixed", clash.sum(), name
+            )
+            t.loc[clash, "patient_id"] = t.loc[clash, "source"] + ":" + t.loc[clash, "patient_id"]
+        seen.update(t["patient_id"])
+        tables.append(t)
+    slices = (
+        pd.concat(tables, ignore_index=True)
+        if tables
+        else pd.DataFrame(columns=[*_COLUMNS, "cache", "row"])
+    )
+    present = set(slices["patient_id"])
+    outcomes = {
+        pid: Outcome(pid, float(o["time"]), bool(o["event"]), dict(o["clinical"]))
+        for pid, o in state["outcomes"].items()
+        if pid in present
+    }
+    pids, strata = patient_strata(slices, outcomes)
+    d = cfg.data
+    path = out / SPLITS_FILE
+    splits = resolve_splits(
+        path,
+        pids,
+        strata,
+        n_folds=d.n_folds,
+        fold=d.fold,
+        test_fraction=d.test_fraction,
+        seed=cfg.runtime.seed,
+    )
+    if write:
+        save_splits(splits, path)
+    base = PreparedData(
+        out, cfg, spec, list(names), slices, splits, outcomes, dict(state.get("true_risk", {})),
+        ClinicalImputer(), list(state.get("problems", [])), [],
+    )  # fmt: skip
+    return _finish(base, splits)
+
+
+def load_prepared(out: str | Path, cfg: Config) -> PreparedData:
+    """Open what :func:`prepare` wrote in ``out`` (no rebuilding, no data folders needed).
+
+    Raises:
+        DataError: ``out`` was not prepared, or with a different preprocessing spec.
+    """
+    out = Path(out)
+    path = out / PREPARED_FILE
+    if not path.is_file():
+        raise DataError(path, "not found; run `tumorscope data prepare` first")
+    state = json.loads(path.read_text())
+    spec = PreprocessSpec.from_config(cfg)
+    if PreprocessSpec.from_dict(state["spec"]).hash() != spec.hash():
+        raise DataError(
+            path, "prepared with a different preprocessing spec than the config asks for"
+        )
+    for name in state["caches"]:
+        if not is_complete(out / CACHE_DIR / name):
+            raise DataError(out / CACHE_DIR / name, "cache folder missing or incomplete")
+    return assemble(out, cfg, spec, state["caches"], state, write=False)

@@ -1,0 +1,157 @@
+"""Training samplers: source-balanced slices, and patient bags for per-patient survival.
+
+Both are deterministic given a seed; each ``__iter__`` call is one "epoch" of a stream
+that continues across epochs (training stops on ``max_steps``, not on epochs).
+Hand-written: torch's ``WeightedRandomSampler`` covers the balanced draw but no library
+sampler groups k slices of m patients with a guaranteed number of events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+def balanced_weights(groups: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per-item probabilities giving every group (e.g. source) the same total mass."""
+    g = np.asarray(groups)
+    if g.size == 0:
+        return np.zeros(0)
+    _, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return np.asarray(w / w.sum(), dtype=np.float64)
+
+
+class BalancedSampler(Sampler[int]):
+    """Draw items with replacement so that every group is equally likely.
+
+    Args:
+        indices: Dataset indices eligible for drawing (e.g. slices carrying a target).
+        groups: Group per eligible index (source id), same length as ``indices``.
+        num_samples: Draws per epoch (default: ``len(indices)``).
+        seed: Seed of the draw stream.
+    """
+
+    def __init__(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        groups: Sequence[int] | np.ndarray,
+        *,
+        num_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        if len(groups) != self.indices.size:
+            raise ValueError(f"{len(groups)} groups for {self.indices.size} indices")
+        self.weights = balanced_weights(groups)
+        self.num_samples = self.indices.size if num_samples is None else int(num_samples)
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.num_samples if self.indices.size else 0
+
+    def __iter__(self) -> Iterator[int]:
+        if self.indices.size == 0:
+            return iter(())
+        draw = self._rng.choice(self.indices, size=self.num_samples, replace=True, p=self.weights)
+        return iter(draw.tolist())
+
+    def draw(self, n: int) -> np.ndarray:
+        """``n`` more indices from the same stream."""
+        if self.indices.size == 0 or n <= 0:
+            return np.zeros(0, dtype=np.int64)
+        return self._rng.choice(self.indices, size=n, replace=True, p=self.weights)
+
+
+class PatientBagSampler(Sampler[list[int]]):
+    """Batches of ``bag_slices`` slices from each of ``bag_patients`` patients.
+
+    Each batch holds ``min(min_events, events available, bag_patients)`` patients with an
+    observed event, so the per-patient Cox loss always has events when the split has them.
+    A patient with fewer slices than ``bag_slices`` contributes repeats (duplicating a
+    patient's slices does not change the per-patient loss). Slices of a patient are
+    contiguous in the batch. When ``batch_size`` exceeds ``bag_patients·bag_slices`` and a
+    ``fill`` sampler is given, the batch is topped up with its draws (slices for the other
+    tasks of the stage).
+
+    Args:
+        patient_of_item: Patient id per candidate dataset index (survival patients only).
+        items: Dataset indices of those items (default ``range(len(patient_of_item))``).
+        events: Patient id → event observed.
+        bag_patients: Patients per batch (m), clamped to the number of patients.
+        bag_slices: Slices per patient (k).
+        seed: Seed.
+        min_events: Events guaranteed per batch when available.
+        n_batches: Batches per epoch (default ``ceil(patients / m)``).
+        fill: Sampler topping batches up to ``batch_size``.
+        batch_size: Total batch size (default ``m·k``).
+    """
+
+    def __init__(
+        self,
+        patient_of_item: Sequence[str],
+        events: dict[str, bool],
+        *,
+        items: Sequence[int] | np.ndarray | None = None,
+        bag_patients: int,
+        bag_slices: int,
+        seed: int = 0,
+        min_events: int = 2,
+        n_batches: int | None = None,
+        fill: BalancedSampler | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        idx = (
+            np.arange(len(patient_of_item)) if items is None else np.asarray(items, dtype=np.int64)
+        )
+        if idx.size != len(patient_of_item):
+            raise ValueError(f"{idx.size} items for {len(patient_of_item)} patient ids")
+        by_patient: dict[str, list[int]] = {}
+        for i, p in zip(idx.tolist(), patient_of_item, strict=True):
+            by_patient.setdefault(p, []).append(i)
+        self.patients = sorted(by_patient)
+        self.items = {p: np.asarray(v, dtype=np.int64) for p, v in by_patient.items()}
+        self.event_patients = [p for p in self.patients if events.get(p, False)]
+        self.m = min(bag_patients, len(self.patients))
+        self.k = bag_slices
+        self.n_events = min(min_events, len(self.event_patients), self.m)
+        self.n_batches = (
+            n_batches if n_batches is not None else math.ceil(len(self.patients) / max(1, self.m))
+        )
+        self.fill = fill
+        self.batch_size = batch_size if batch_size is not None else self.m * self.k
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.n_batches if self.patients else 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(len(self)):
+            yield self.next_batch()
+
+    def next_batch(self) -> list[int]:
+        """One batch: bags of slices of distinct patients (events first), then fill."""
+        rng = self._rng
+        chosen = (
+            list(rng.choice(self.event_patients, size=self.n_events, replace=False))
+            if self.n_events
+            else []
+        )
+        taken = set(chosen)
+        others = [p for p in self.patients if p not in taken]
+        chosen += list(rng.choice(others, size=self.m - len(chosen), replace=False))
+        order = rng.permutation(len(chosen))
+        batch: list[int] = []
+        for j in order:
+            its = self.items[str(chosen[j])]
+            if its.size >= self.k:
+                pick = rng.choice(its, size=self.k, replace=False)
+            else:
+                pick = np.concatenate([its, rng.choice(its, size=self.k - its.size, replace=True)])
+            batch.extend(pick.tolist())
+        if self.fill is not None and self.batch_size > len(batch):
+            batch.extend(self.fill.draw(self.batch_size - len(batch)).tolist())
+        return batch

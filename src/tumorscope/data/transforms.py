@@ -1,0 +1,566 @@
+"""Preprocessing of volumes and 2D images into model-ready square slices.
+
+One :class:`PreprocessSpec` value describes every step; it is saved with the cache and
+with every run, and prediction applies exactly the same steps from it. The steps:
+
+1. foreground mask: per channel, voxels above ``min + foreground_threshold·(p99 − min)``,
+   united over channels, largest connected component, holes filled per slice;
+2. per-channel percentile clipping and z-scoring *inside* the foreground (nnU-Net's
+   non-zero-mask normalisation); background set to 0;
+3. volumes: choice of axial slices (tumour / non-tumour balance, minimum foreground);
+4. square crop around the foreground bounding box (padded, ``crop_margin``), resized to
+   ``image_size`` (bilinear with anti-aliasing for images, bilinear + 0.5 threshold for
+   masks), in radiological display orientation (rows anterior→posterior, columns
+   patient right→left), the orientation of 2D image datasets.
+
+Everything needed to invert step 4 is recorded, so per-slice predictions map back onto
+the canonical volume grid (:func:`restore_volume`) or the input image
+(:func:`restore_image_mask`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from tumorscope.config import Config
+from tumorscope.data.types import DataError, LoadedCase
+
+# Bump when preprocessing code changes meaning, so old caches are not reused.
+SPEC_VERSION = 1
+
+# Region whose presence makes a slice a "tumour" slice, per profile.
+TUMOUR_REGION: dict[str, str] = {"brain-mri": "WT", "petct": "GTVp"}
+
+# Channel a 2D greyscale image fills (Kaggle sets are FLAIR-like single-channel MRI).
+IMAGE_CHANNEL = "flair"
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Every parameter of preprocessing; one value saved with caches and runs.
+
+    Attributes:
+        profile: ``brain-mri`` or ``petct``.
+        channels: Channel names, in model input order.
+        missing_channels: ``error`` or ``zero_fill`` (for sources lacking channels).
+        image_size: Side S of the square output slices, in pixels.
+        clip_percentiles: Intensity percentiles (inside the foreground) clipped before z-scoring.
+        regions: Segmentation regions R, in output order.
+        tumour_region: Region whose presence labels a slice ``tumour = 1``.
+        normalisation: ``foreground_zscore`` (the only rule so far).
+        foreground_threshold: Foreground = above ``min + t·(p99 − min)`` per channel.
+        slices_per_patient: Maximum slices kept per volume.
+        tumour_slice_fraction: Target fraction of tumour slices among those kept.
+        min_foreground_fraction: Non-tumour slices need this foreground fraction.
+        crop_margin: Extra side length around the foreground box, as a fraction.
+        cache_dtype: Storage dtype of cached images (``float16`` or ``float32``).
+        version: Preprocessing code version.
+    """
+
+    profile: str = "brain-mri"
+    channels: tuple[str, ...] = ("flair",)
+    missing_channels: str = "error"
+    image_size: int = 128
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    regions: tuple[str, ...] = ("WT",)
+    tumour_region: str = "WT"
+    normalisation: str = "foreground_zscore"
+    foreground_threshold: float = 0.05
+    slices_per_patient: int = 32
+    tumour_slice_fraction: float = 0.5
+    min_foreground_fraction: float = 0.02
+    crop_margin: float = 0.05
+    cache_dtype: str = "float16"
+    version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        checks = {
+            "normalisation": (self.normalisation, ("foreground_zscore",)),
+            "missing_channels": (self.missing_channels, ("error", "zero_fill")),
+            "cache_dtype": (self.cache_dtype, ("float16", "float32")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(
+                    f"preprocessing spec: {key}={value!r} is not one of {list(allowed)}"
+                )
+        if self.version != SPEC_VERSION:
+            raise ValueError(
+                f"preprocessing spec version {self.version} is not this code's {SPEC_VERSION}; re-prepare"
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> PreprocessSpec:
+        """The spec a config asks for."""
+        d = cfg.data
+        return cls(
+            profile=cfg.profile,
+            channels=tuple(d.channels),
+            missing_channels=d.missing_channels,
+            image_size=d.image_size,
+            clip_percentiles=(float(d.clip_percentiles[0]), float(d.clip_percentiles[1])),
+            regions=tuple(cfg.model.regions),
+            tumour_region=TUMOUR_REGION.get(cfg.profile, cfg.model.regions[0]),
+            slices_per_patient=d.slices_per_patient,
+            tumour_slice_fraction=d.tumour_slice_fraction,
+            min_foreground_fraction=d.min_foreground_fraction,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able mapping (tuples as lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"preprocessing spec: unknown keys {unknown}")
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
+
+    def hash(self) -> str:
+        """Short stable digest of the spec (16 hex characters)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class VolumeRestore:
+    """How slices were cut from a canonical volume, to map predictions back.
+
+    Attributes:
+        shape: Canonical spatial shape ``(X, Y, Z)`` of the volume.
+        box: Square crop ``(x0, y0, side)`` in voxels; may extend past the volume (padding).
+        image_size: Side S of the output slices.
+    """
+
+    shape: tuple[int, int, int]
+    box: tuple[int, int, int]
+    image_size: int
+
+
+@dataclass(frozen=True)
+class VolumeSlices:
+    """Preprocessed slices of one volume.
+
+    Attributes:
+        images: ``(N, C, S, S)`` float32.
+        masks: ``(N, R, S, S)`` uint8 region masks, or None when the case has no mask.
+        slice_index: ``(N,)`` int64 axial index z in the canonical volume.
+        foreground: ``(N,)`` float32 fraction of the slice inside the foreground mask.
+        tumour: ``(N,)`` bool, tumour region present in the slice; None without a mask.
+        restore: The crop record that :func:`restore_volume` inverts.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    slice_index: np.ndarray
+    foreground: np.ndarray
+    tumour: np.ndarray | None
+    restore: VolumeRestore
+
+
+@dataclass(frozen=True)
+class ImageRestore:
+    """How a 2D image was cut: ``input_shape (H, W)`` and square ``box (r0, c0, side)``."""
+
+    input_shape: tuple[int, int]
+    box: tuple[int, int, int]
+    image_size: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A preprocessed 2D image: ``image (C, S, S)`` float32 and its restore record."""
+
+    image: np.ndarray
+    restore: ImageRestore
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float) -> np.ndarray:
+    """Brain/body mask: voxels above a low per-channel threshold, united over channels,
+    reduced to the largest connected component (drops noise specks, text markers, the CT
+    table), holes filled per slice.
+
+    Args:
+        image: ``(C, *spatial)`` intensities; the last two spatial axes are the slice plane
+            for 2D inputs, the first two for volumes ``(C, X, Y, Z)``.
+        present: Per channel, False for zero-filled channels (ignored).
+        threshold: Fraction t of the range: foreground is above ``min + t·(p99 − min)``.
+
+    Returns:
+        Boolean array of the spatial shape.
+    """
+    fg = np.zeros(image.shape[1:], dtype=bool)
+    for c in range(image.shape[0]):
+        if not present[c]:
+            continue
+        x = image[c]
+        # Percentile on a strided subsample: identical for our purpose, several times faster.
+        sample = x.reshape(-1)[:: max(1, x.size // 200_000)]
+        lo, hi = float(sample.min()), float(np.percentile(sample, 99))
+        if hi > lo:
+            fg |= x > lo + threshold * (hi - lo)
+    labels, n = ndimage.label(fg)
+    if n > 1:
+        sizes = np.bincount(labels.reshape(-1))[1:]
+        fg = labels == int(np.argmax(sizes)) + 1
+    if fg.ndim == 2:
+        return np.asarray(ndimage.binary_fill_holes(fg), dtype=bool)
+    box = ndimage.find_objects(fg.astype(np.uint8))
+    if not box or box[0] is None:
+        return fg
+    sub = fg[box[0]]  # a view: filling inside the bounding box only is several times faster
+    shape: tuple[int, ...] = sub.shape
+    for z in range(shape[-1]):
+        if sub[:, :, z].any():
+            sub[:, :, z] = ndimage.binary_fill_holes(sub[:, :, z])
+    return fg
+
+
+def intensity_stats(
+    image: np.ndarray, fg: np.ndarray, present: Sequence[bool], clip: tuple[float, float]
+) -> list[tuple[float, float, float, float] | None]:
+    """Per-channel ``(lo, hi, mean, std)``: clip percentiles inside ``fg`` and the mean and
+    standard deviation of the clipped foreground values (None for absent channels).
+
+    Args:
+        image: ``(C, *spatial)`` float intensities.
+        fg: Boolean foreground of the spatial shape (all voxels are used if it is empty).
+        present: Per channel, False for zero-filled channels.
+        clip: Lower and upper percentiles (0–100).
+    """
+    use = fg if fg.any() else np.ones_like(fg)
+    stats: list[tuple[float, float, float, float] | None] = []
+    for c in range(image.shape[0]):
+        if not present[c]:
+            stats.append(None)
+            continue
+        vals = image[c][use].astype(np.float64)
+        lo, hi = (float(v) for v in np.percentile(vals, clip))
+        vals = np.clip(vals, lo, hi)
+        stats.append((lo, hi, float(vals.mean()), max(float(vals.std()), 1e-6)))
+    return stats
+
+
+def apply_stats(
+    image: np.ndarray, fg: np.ndarray, stats: Sequence[tuple[float, float, float, float] | None]
+) -> np.ndarray:
+    """Clip and z-score ``(C, *spatial)`` with :func:`intensity_stats`; 0 outside ``fg`` and
+    in absent channels. Returns float32."""
+    out = np.zeros(image.shape, dtype=np.float32)
+    for c, st in enumerate(stats):
+        if st is not None:
+            lo, hi, mean, std = st
+            out[c] = np.where(fg, (np.clip(image[c], lo, hi) - mean) / std, 0.0)
+    return out
+
+
+def normalise(
+    image: np.ndarray, fg: np.ndarray, present: Sequence[bool], clip: tuple[float, float]
+) -> np.ndarray:
+    """Per-channel percentile clip and z-score inside ``fg``; background and absent channels 0.
+
+    Hand-written: MONAI's ``NormalizeIntensity(nonzero=True)`` keys on non-zero voxels and
+    its percentile transforms use every voxel, while we need both restricted to a mask.
+
+    Args:
+        image: ``(C, *spatial)`` float intensities.
+        fg: Boolean foreground of the spatial shape.
+        present: Per channel, False for zero-filled channels.
+        clip: Lower and upper percentiles (0–100) computed inside ``fg``.
+
+    Returns:
+        ``(C, *spatial)`` float32.
+    """
+    use = fg if fg.any() else np.ones_like(fg)  # an empty mask (blank image): every voxel
+    return apply_stats(image, use, intensity_stats(image, use, present, clip))
+
+
+def square_box(fg2d: np.ndarray, margin: float) -> tuple[int, int, int]:
+    """Square ``(r0, c0, side)`` around the True pixels of a 2D mask (whole array if none)."""
+    rows, cols = np.nonzero(fg2d)
+    if rows.size == 0:
+        r_lo, r_hi, c_lo, c_hi = 0, fg2d.shape[0], 0, fg2d.shape[1]
+    else:
+        r_lo, r_hi, c_lo, c_hi = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = max(1, round(max(r_hi - r_lo, c_hi - c_lo) * (1.0 + margin)))
+    r0 = int(np.floor((r_lo + r_hi - side) / 2))
+    c0 = int(np.floor((c_lo + c_hi - side) / 2))
+    return r0, c0, side
+
+
+def _overlap(start: int, side: int, length: int) -> tuple[int, int, int, int]:
+    """Source ``[a, b)`` in ``[0, length)`` and destination offset range of a window."""
+    a, b = max(0, start), min(length, start + side)
+    return a, b, a - start, b - start
+
+
+def crop_square(a: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    """Crop the last two axes of ``a`` to the square ``box``, zero-padding outside."""
+    r0, c0, side = box
+    out = np.zeros((*a.shape[:-2], side, side), dtype=a.dtype)
+    ra, rb, da, db = _overlap(r0, side, a.shape[-2])
+    ca, cb, ea, eb = _overlap(c0, side, a.shape[-1])
+    if rb > ra and cb > ca:
+        out[..., da:db, ea:eb] = a[..., ra:rb, ca:cb]
+    return out
+
+
+def resize(a: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of ``(N, C, H, W)`` float to ``(N, C, size, size)`` (anti-aliased when shrinking)."""
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    shrink = size < max(a.shape[-2], a.shape[-1])
+    out = F.interpolate(
+        t, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    )
+    return out.numpy()
+
+
+def to_display(a: np.ndarray) -> np.ndarray:
+    """Canonical RAS ``(..., X, Y)`` slice → radiological view (rows A→P, columns R→L)."""
+    return np.ascontiguousarray(np.swapaxes(a[..., ::-1, ::-1], -1, -2))
+
+
+def from_display(a: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_display`."""
+    return np.ascontiguousarray(np.swapaxes(a, -1, -2)[..., ::-1, ::-1])
+
+
+def _evenly(candidates: np.ndarray, n: int) -> np.ndarray:
+    """``n`` evenly spaced items of a sorted index array (deterministic, covers the range)."""
+    if n <= 0 or candidates.size == 0:
+        return candidates[:0]
+    if n >= candidates.size:
+        return candidates
+    pos = np.round(np.linspace(0, candidates.size - 1, n)).astype(int)
+    return candidates[np.unique(pos)]
+
+
+def select_slices(
+    fg_fraction: np.ndarray,
+    tumour: np.ndarray | None,
+    spec: PreprocessSpec,
+    *,
+    all_slices: bool = False,
+) -> np.ndarray:
+    """Axial slices to keep, sorted.
+
+    Args:
+        fg_fraction: ``(Z,)`` foreground fraction per slice.
+        tumour: ``(Z,)`` bool tumour presence, or None without a mask.
+        spec: Slice-selection parameters.
+        all_slices: Keep every slice with enough foreground (prediction).
+
+    Returns:
+        ``(N,)`` int64 slice indices.
+    """
+    enough = fg_fraction >= spec.min_foreground_fraction
+    if all_slices:
+        return np.nonzero(enough | (tumour if tumour is not None else False))[0].astype(np.int64)
+    n = spec.slices_per_patient
+    if tumour is None:
+        return _evenly(np.nonzero(enough)[0], n).astype(np.int64)
+    t_idx = np.nonzero(tumour)[0]
+    nt_idx = np.nonzero(enough & ~tumour)[0]
+    n_t = min(t_idx.size, round(n * spec.tumour_slice_fraction))
+    n_nt = min(nt_idx.size, n - n_t)
+    n_t = min(t_idx.size, n - n_nt)  # top up with tumour slices when non-tumour ones run out
+    return np.sort(np.concatenate([_evenly(t_idx, n_t), _evenly(nt_idx, n_nt)])).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def preprocess_volume(
+    case: LoadedCase, spec: PreprocessSpec, *, source: str, all_slices: bool = False
+) -> VolumeSlices:
+    """Cut a canonical volume into normalised, cropped, resized axial slices.
+
+    Args:
+        case: ``image (C, X, Y, Z)`` with channels in ``spec.channels`` order, optional mask.
+        spec: Preprocessing parameters.
+        source: Layout name (``brats``, ``hecktor``, ...), for region label mapping.
+        all_slices: Keep every slice with enough foreground instead of the balanced choice.
+
+    Returns:
+        :class:`VolumeSlices` with ``images (N, C, S, S)``; N may be 0 for an empty volume.
+
+    Raises:
+        DataError: If the image is not 4D or has the wrong channel count.
+    """
+    img = case.image
+    if img.ndim != 4 or img.shape[0] != len(spec.channels):
+        raise DataError(
+            case.meta.path, f"image shape {img.shape} is not (C={len(spec.channels)}, X, Y, Z)"
+        )
+    present = case.channel_present or (True,) * img.shape[0]
+    X, Y, Z = (int(s) for s in img.shape[1:])
+    fg = foreground_mask(img, present, spec.foreground_threshold)
+    fg_fraction = fg.reshape(X * Y, Z).mean(axis=0).astype(np.float32)
+
+    regions: np.ndarray | None = None
+    tumour: np.ndarray | None = None
+    if case.mask is not None:
+        from tumorscope.data.layout import region_masks
+
+        try:
+            regions = region_masks(case.mask, source, spec.regions).astype(bool)
+            if spec.tumour_region in spec.regions:
+                t_mask = regions[spec.regions.index(spec.tumour_region)]
+            else:
+                t_mask = region_masks(case.mask, source, (spec.tumour_region,))[0].astype(bool)
+        except ValueError as e:
+            raise DataError(case.meta.path, str(e)) from None
+        tumour = t_mask.any(axis=(0, 1))
+
+    z = select_slices(fg_fraction, tumour, spec, all_slices=all_slices)
+    r0, c0, side = square_box(np.asarray(fg.any(axis=2)), spec.crop_margin)
+    restore = VolumeRestore(shape=(X, Y, Z), box=(r0, c0, side), image_size=spec.image_size)
+    S = spec.image_size
+    # Statistics over the whole foreground, applied to the kept slices only (fast).
+    use = fg if fg.any() else np.ones_like(fg)
+    stats = intensity_stats(img, use, present, spec.clip_percentiles)
+    images = np.zeros((z.size, img.shape[0], S, S), dtype=np.float32)
+    masks = None if regions is None else np.zeros((z.size, len(spec.regions), S, S), dtype=np.uint8)
+    for i, zi in enumerate(z):  # one slice at a time keeps peak memory at one volume
+        cut = crop_square(apply_stats(img[:, :, :, zi], use[:, :, zi], stats), restore.box)
+        images[i] = to_display(resize(cut[None], S)[0])
+        if masks is not None and regions is not None:
+            m = crop_square(regions[:, :, :, zi].astype(np.float32), restore.box)
+            masks[i] = to_display(resize(m[None], S)[0] >= 0.5).astype(np.uint8)
+    return VolumeSlices(
+        images=images,
+        masks=masks,
+        slice_index=z,
+        foreground=fg_fraction[z],
+        tumour=None if tumour is None else tumour[z],
+        restore=restore,
+    )
+
+
+def restore_volume(
+    slice_probs: np.ndarray, slices: VolumeSlices, shape: Sequence[int]
+) -> np.ndarray:
+    """Map per-slice predictions back onto the canonical volume grid.
+
+    Args:
+        slice_probs: ``(N, R, S, S)`` per-slice maps (probabilities or masks), in the order
+            of ``slices.slice_index``.
+        slices: The :class:`VolumeSlices` the predictions were made on.
+        shape: Canonical spatial shape ``(X, Y, Z)``.
+
+    Returns:
+        ``(R, X, Y, Z)`` float32; slices not predicted are 0.
+    """
+    X, Y, Z = (int(s) for s in shape)
+    n, r = slice_probs.shape[:2]
+    if n != slices.slice_index.size:
+        raise ValueError(f"{n} slice maps for {slices.slice_index.size} slices")
+    out = np.zeros((r, X, Y, Z), dtype=np.float32)
+    r0, c0, side = slices.restore.box
+    ra, rb, da, db = _overlap(r0, side, X)
+    ca, cb, ea, eb = _overlap(c0, side, Y)
+    if n == 0 or rb <= ra or cb <= ca:
+        return out
+    canon = resize(from_display(np.asarray(slice_probs, dtype=np.float32)), side)
+    for i, zi in enumerate(slices.slice_index):
+        out[:, ra:rb, ca:cb, int(zi)] = canon[i, :, da:db, ea:eb]
+    return out
+
+
+# --------------------------------------------------------------------------- 2D images
+
+
+def prepare_image(
+    image: np.ndarray, spec: PreprocessSpec, *, path: str = "<image>"
+) -> PreparedImage:
+    """Preprocess a 2D image the way volume slices are, and record how to invert it.
+
+    A greyscale image (``(H, W)``, or ``(1|3, H, W)`` averaged to grey) fills the FLAIR
+    channel; other channels are zero (``missing_channels=zero_fill``). An image with
+    ``len(spec.channels)`` channels is used as is.
+
+    Args:
+        image: ``(H, W)`` or ``(C, H, W)`` intensities, any range.
+        spec: Preprocessing parameters.
+        path: Named in errors.
+
+    Returns:
+        :class:`PreparedImage` with ``image (C, S, S)`` float32.
+
+    Raises:
+        DataError: Wrong dimensions, or a grey image for a multi-channel spec with
+            ``missing_channels=error`` or without a FLAIR channel.
+    """
+    a = np.asarray(image, dtype=np.float32)
+    n_ch = len(spec.channels)
+    if a.ndim == 3 and a.shape[0] == n_ch:
+        present = (True,) * n_ch
+        full = a
+    else:
+        if a.ndim == 3 and a.shape[0] in (1, 3):
+            a = a.mean(axis=0)
+        if a.ndim != 2:
+            raise DataError(path, f"image shape {image.shape} is not (H, W) or (C, H, W)")
+        if IMAGE_CHANNEL not in spec.channels:
+            raise DataError(
+                path, f"a greyscale image has no place among channels {list(spec.channels)}"
+            )
+        if n_ch > 1 and spec.missing_channels == "error":
+            raise DataError(
+                path,
+                f"greyscale image lacks channels {list(spec.channels)} (missing_channels=error)",
+            )
+        k = spec.channels.index(IMAGE_CHANNEL)
+        full = np.zeros((n_ch, *a.shape), dtype=np.float32)
+        full[k] = a
+        present = tuple(i == k for i in range(n_ch))
+    if not np.isfinite(full).all():
+        raise DataError(path, "image holds NaN or Inf values")
+    fg = foreground_mask(full, present, spec.foreground_threshold)
+    norm = normalise(full, fg, present, spec.clip_percentiles)
+    box = square_box(fg, spec.crop_margin)
+    out = resize(crop_square(norm, box)[None], spec.image_size)[0]
+    h, w = (int(s) for s in full.shape[1:])
+    return PreparedImage(
+        image=out, restore=ImageRestore(input_shape=(h, w), box=box, image_size=spec.image_size)
+    )
+
+
+def preprocess_image(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Preprocess a 2D image into ``(C, S, S)`` float32 (see :func:`prepare_image`)."""
+    return prepare_image(image, spec).image
+
+
+def restore_image_mask(probs: np.ndarray, restore: ImageRestore) -> np.ndarray:
+    """Map ``(S, S)`` or ``(R, S, S)`` per-image maps back to the input size ``(…, H, W)``."""
+    a = np.asarray(probs, dtype=np.float32)
+    squeeze = a.ndim == 2
+    a3 = a[None] if squeeze else a
+    r0, c0, side = restore.box
+    h, w = restore.input_shape
+    out = np.zeros((a3.shape[0], h, w), dtype=np.float32)
+    ra, rb, da, db = _overlap(r0, side, h)
+    ca, cb, ea, eb = _overlap(c0, side, w)
+    if rb > ra and cb > ca:
+        big = resize(a3[None], side)[0]
+        out[:, ra:rb, ca:cb] = big[:, da:db, ea:eb]
+    return out[0] if squeeze else out

@@ -1,0 +1,97 @@
+"""The end-of-training calibration stored in a run's manifest.
+
+Fitted on the validation split (temperature, decision threshold) and on the training
+cohort (Breslow baseline hazard, risk quantiles, horizon ``tau``), so that prediction
+never needs the training data again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from tumorscope.config import CalibrationConfig
+from tumorscope.training.loop import ValidationOutputs
+
+log = logging.getLogger(__name__)
+
+RISK_QUANTILES = tuple(round(q, 2) for q in np.linspace(0.0, 1.0, 21))
+
+
+def calibrate(
+    cfg: CalibrationConfig,
+    val: ValidationOutputs,
+    train: ValidationOutputs,
+    imputation: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Fit everything prediction needs; keys absent from the data are ``None`` with a reason.
+
+    Args:
+        cfg: Calibration settings.
+        val: Validation-split outputs (tumour logits and labels).
+        train: Training-split outputs (patient risks, times, events).
+        imputation: Clinical imputation values fitted on the training split.
+
+    Returns:
+        JSON-able mapping stored as ``manifest["calibration"]``.
+    """
+    from tumorscope.metrics.calibration import fit_temperature
+    from tumorscope.metrics.classification import threshold_for_sensitivity, youden_threshold
+    from tumorscope.metrics.survival import breslow_baseline
+
+    out: dict[str, Any] = {
+        "gate_threshold": cfg.gate_threshold,
+        "imputation": imputation,
+        "reasons": {},
+    }
+    labels = np.asarray(val.tumour_label, dtype=float)
+    logits = np.asarray(val.tumour_logit, dtype=float)
+    temperature = 1.0
+    if cfg.temperature and labels.size and 0 < labels.sum() < labels.size:
+        temperature = float(fit_temperature(logits, labels))
+    elif cfg.temperature:
+        out["reasons"]["temperature"] = (
+            "validation split lacks one of the classes; temperature left at 1"
+        )
+    out["temperature"] = temperature
+    if labels.size and 0 < labels.sum() < labels.size:
+        probs = 1.0 / (1.0 + np.exp(-logits / temperature))
+        out["threshold"] = float(
+            youden_threshold(probs, labels)
+            if cfg.threshold == "youden"
+            else threshold_for_sensitivity(probs, labels, cfg.target_sensitivity)
+        )
+    else:
+        out["threshold"] = 0.5
+        out["reasons"]["threshold"] = (
+            "validation split lacks one of the classes; threshold left at 0.5"
+        )
+
+    pids = list(train.patient_risk)
+    if pids:
+        risk = np.asarray([train.patient_risk[p] for p in pids])
+        time = np.asarray([train.patient_time[p] for p in pids])
+        event = np.asarray([train.patient_event[p] for p in pids], dtype=bool)
+        if event.any():
+            times, cumhaz = breslow_baseline(risk, time, event)
+            out["baseline_hazard"] = {
+                "times": np.asarray(times).tolist(),
+                "cumulative": np.asarray(cumhaz).tolist(),
+            }
+        else:
+            out["baseline_hazard"] = None
+            out["reasons"]["baseline_hazard"] = "no events in the training cohort"
+        out["risk_quantiles"] = {
+            "q": list(RISK_QUANTILES),
+            "value": np.quantile(risk, RISK_QUANTILES).tolist(),
+        }
+        tau = float(np.quantile(time, cfg.tau_quantile))
+        out["tau"] = tau if math.isfinite(tau) else None
+        out["train_survival"] = {"time": time.tolist(), "event": event.tolist()}
+    else:
+        out["baseline_hazard"] = out["risk_quantiles"] = out["tau"] = out["train_survival"] = None
+        out["reasons"]["survival"] = "no training patients with an outcome"
+    return out

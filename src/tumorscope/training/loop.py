@@ -1,0 +1,252 @@
+"""The training step and the validation pass: functions over explicit state."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tumorscope.data.batch import Batch
+from tumorscope.training.distributed import SINGLE, DistContext
+
+
+@dataclass
+class StepResult:
+    """Losses of one optimisation step (floats, for logging)."""
+
+    total: float
+    per_task: dict[str, float]
+    grad_norm: float
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CPU when asked for, else a no-op."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _float_output(output: Any) -> Any:
+    """Cast every tensor field of a ModelOutput to fp32 so losses run in fp32 under autocast."""
+    for name, value in vars(output).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            setattr(output, name, value.float())
+    return output
+
+
+def survival_head(model: MultiTaskNet) -> PatientSurvivalHead:
+    """The model's patient survival head; an error if the model was built without one."""
+    head = model.survival_head
+    if head is None:
+        raise ValueError("the model has no survival head (add 'survival' to model.heads)")
+    return head
+
+
+def patient_log_hazard(model: MultiTaskNet, embedding: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Per-patient log-hazard ``(P,)`` from per-slice embeddings via the patient survival head."""
+    clinical = _patient_rows(batch.clinical, batch.patient_index)
+    clin = clinical if clinical.shape[1] > 0 else None
+    return survival_head(model)(embedding, batch.patient_index, clin)
+
+
+def _patient_rows(values: torch.Tensor, patient_index: torch.Tensor) -> torch.Tensor:
+    """First row of ``values`` for each patient (values repeat on a patient's slices)."""
+    n_patients = int(patient_index.max().item()) + 1 if patient_index.numel() else 0
+    first = torch.full((n_patients,), values.shape[0], dtype=torch.long, device=values.device)
+    pos = torch.arange(values.shape[0], device=values.device)
+    first = first.scatter_reduce(0, patient_index, pos, reduce="amin")
+    return values[first]
+
+
+def compute_losses(
+    model: MultiTaskNet,
+    loss_fn: nn.Module,
+    batch: Batch,
+    tasks: Sequence[str],
+    precision: str,
+    ctx: DistContext = SINGLE,
+) -> Any:
+    """Forward pass and multi-task loss for one batch (losses in fp32).
+
+    Under distribution ``batch`` is this rank's shard; outputs and targets are gathered
+    so the loss is the global batch's loss (see :mod:`tumorscope.training.distributed`).
+    """
+    with autocast(precision):
+        output = model(batch.image, tasks=tuple(tasks))
+    output = _float_output(output)
+    if ctx.active:
+        from tumorscope.training.distributed import gather_batch, gather_output
+
+        output, batch = gather_output(output), gather_batch(batch)
+    log_hz = None
+    if (
+        "survival" in tasks
+        and output.survival_embedding is not None
+        and bool(batch.has_survival.any())
+    ):
+        log_hz = patient_log_hazard(model, output.survival_embedding, batch).float()
+    return loss_fn(output, batch, log_hz, tasks=tuple(tasks))
+
+
+def train_step(
+    model: MultiTaskNet,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch: Batch,
+    tasks: Sequence[str],
+    *,
+    precision: str,
+    grad_clip: float,
+    ctx: DistContext = SINGLE,
+) -> StepResult:
+    """One optimisation step: forward, backward, (all-reduce), clip, step, schedule."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    result = compute_losses(model, loss_fn, batch, tasks, precision, ctx)
+    result.total.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if ctx.active:
+        from tumorscope.training.distributed import average_gradients
+
+        average_gradients(params, ctx.world)
+    grad_norm = (
+        float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        if grad_clip > 0 and params
+        else 0.0
+    )
+    optimizer.step()
+    scheduler.step()
+    return StepResult(
+        total=float(result.total.detach()),
+        per_task={k: float(v.detach()) for k, v in result.per_task.items()},
+        grad_norm=grad_norm,
+    )
+
+
+@dataclass
+class ValidationOutputs:
+    """Everything a validation pass collects, per slice (and per patient for survival)."""
+
+    dice: list[float] = field(default_factory=list)
+    tumour_prob: list[float] = field(default_factory=list)
+    tumour_logit: list[float] = field(default_factory=list)
+    tumour_label: list[float] = field(default_factory=list)
+    type_pred: list[int] = field(default_factory=list)
+    type_label: list[int] = field(default_factory=list)
+    patient_risk: dict[str, float] = field(default_factory=dict)
+    patient_time: dict[str, float] = field(default_factory=dict)
+    patient_event: dict[str, bool] = field(default_factory=dict)
+    loss: list[float] = field(default_factory=list)
+
+
+def _slice_dice(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """Per-sample Dice of binarised predictions over all regions (BraTS empty convention)."""
+    from tumorscope.metrics.segmentation import dice
+
+    out = []
+    for p, t in zip(pred.numpy(), target.numpy(), strict=True):
+        out.append(float(np.mean([dice(pr, tr) for pr, tr in zip(p, t, strict=True)])))
+    return out
+
+
+@torch.no_grad()
+def collect_validation(
+    model: MultiTaskNet, batches: Iterable[Batch], tasks: Sequence[str], precision: str
+) -> ValidationOutputs:
+    """Run the model over validation batches and collect what the metrics need.
+
+    Survival risk is pooled per patient over *all* that patient's validation slices, so
+    slices of one patient are gathered first and then passed through the patient head.
+    """
+    model.eval()
+    out = ValidationOutputs()
+    emb_by_patient: dict[str, list[torch.Tensor]] = {}
+    clin_by_patient: dict[str, torch.Tensor] = {}
+    run_tasks = tuple(t for t in tasks)
+    for batch in batches:
+        with autocast(precision):
+            output = model(batch.image, tasks=run_tasks)
+        output = _float_output(output)
+        if output.seg_logits is not None and bool(batch.has_mask.any()):
+            m = batch.has_mask
+            pred = (output.seg_logits[m] > 0).to(torch.uint8)
+            out.dice.extend(_slice_dice(pred, batch.mask[m].to(torch.uint8)))
+        if output.tumour_logit is not None and bool(batch.has_tumour.any()):
+            m = batch.has_tumour
+            logit = output.tumour_logit.reshape(-1)[m]
+            out.tumour_logit.extend(logit.tolist())
+            out.tumour_prob.extend(torch.sigmoid(logit).tolist())
+            out.tumour_label.extend(batch.tumour[m].tolist())
+        if output.tumour_type_logits is not None and bool(batch.has_tumour_type.any()):
+            m = batch.has_tumour_type
+            out.type_pred.extend(output.tumour_type_logits[m].argmax(1).tolist())
+            out.type_label.extend(batch.tumour_type[m].tolist())
+        if output.survival_embedding is not None and bool(batch.has_survival.any()):
+            for i in torch.nonzero(batch.has_survival).reshape(-1).tolist():
+                pid = batch.patient_ids[i]
+                emb_by_patient.setdefault(pid, []).append(output.survival_embedding[i])
+                clin_by_patient[pid] = batch.clinical[i]
+                out.patient_time[pid] = float(batch.time[i])
+                out.patient_event[pid] = bool(batch.event[i])
+    if emb_by_patient:
+        pids = list(emb_by_patient)
+        emb = torch.cat([torch.stack(emb_by_patient[p]) for p in pids])
+        index = torch.cat(
+            [torch.full((len(emb_by_patient[p]),), k, dtype=torch.long) for k, p in enumerate(pids)]
+        )
+        clin = torch.stack([clin_by_patient[p] for p in pids])
+        risk = survival_head(model)(emb, index, clin if clin.shape[1] > 0 else None)
+        out.patient_risk = {p: float(r) for p, r in zip(pids, risk.float().tolist(), strict=True)}
+    return out
+
+
+def validation_metrics(v: ValidationOutputs) -> dict[str, float]:
+    """Scalar validation metrics (NaN where undefined on this split)."""
+    from tumorscope.metrics.classification import roc_auc
+    from tumorscope.metrics.survival import harrell_c_index
+
+    metrics: dict[str, float] = {}
+    if v.dice:
+        metrics["dice"] = float(np.mean(v.dice))
+    if v.tumour_label:
+        metrics["roc_auc"] = float(roc_auc(np.asarray(v.tumour_prob), np.asarray(v.tumour_label)))
+    if v.type_label:
+        metrics["type_accuracy"] = float(
+            np.mean(np.asarray(v.type_pred) == np.asarray(v.type_label))
+        )
+    if v.patient_risk:
+        pids = list(v.patient_risk)
+        events = np.asarray([v.patient_event[p] for p in pids])
+        if events.any():
+            metrics["c_index"] = float(
+                harrell_c_index(
+                    np.asarray([v.patient_risk[p] for p in pids]),
+                    np.asarray([v.patient_time[p] for p in pids]),
+                    events,
+                )
+            )
+    return metrics
+
+
+def selection_score(metrics: dict[str, float], names: Sequence[str]) -> float:
+    """Mean of the selection metrics that are defined (NaN if none is)."""
+    vals = [metrics[n] for n in names if n in metrics and math.isfinite(metrics[n])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
+    """Repeat an iterable of batches forever."""
+    while True:
+        yield from batches
+
+
+if TYPE_CHECKING:
+    from tumorscope.models.heads import PatientSurvivalHead
+    from tumorscope.models.multitask import MultiTaskNet

@@ -1,0 +1,96 @@
+"""Samplers: source balance, and the patient-bag structure with guaranteed events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from tumorscope.data.samplers import BalancedSampler, PatientBagSampler, balanced_weights
+
+
+def test_balanced_weights_give_equal_group_mass() -> None:
+    w = balanced_weights([0] * 90 + [1] * 10)
+    assert w[:90].sum() == pytest.approx(0.5) and w[90:].sum() == pytest.approx(0.5)
+
+
+def test_balanced_sampler_balances_and_is_deterministic() -> None:
+    indices = np.arange(100, 200)
+    groups = np.array([0] * 90 + [1] * 10)
+    s = BalancedSampler(indices, groups, num_samples=4000, seed=5)
+    draws = np.array(list(s))
+    assert len(s) == 4000 and draws.size == 4000
+    assert set(draws.tolist()) <= set(indices.tolist())
+    minority = int((draws >= 190).sum())
+    assert binomtest(minority, 4000, 0.5).pvalue > 1e-3
+    again = np.array(list(BalancedSampler(indices, groups, num_samples=4000, seed=5)))
+    np.testing.assert_array_equal(draws, again)
+    assert not np.array_equal(draws, np.array(list(s)))  # the next epoch continues the stream
+
+
+def test_balanced_sampler_empty() -> None:
+    s = BalancedSampler([], [], seed=0)
+    assert len(s) == 0 and list(s) == [] and s.draw(3).size == 0
+
+
+def bag_setup() -> tuple[list[str], np.ndarray, dict[str, bool]]:
+    # 8 patients; P0 has only 2 slices; events for P1 and P5 only
+    pats, items = [], []
+    nxt = 0
+    for p in range(8):
+        n = 2 if p == 0 else 6
+        pats += [f"P{p}"] * n
+        items += list(range(nxt, nxt + n))
+        nxt += n + 3  # gaps: items are dataset indices, not positions
+    events = {f"P{p}": p in (1, 5) for p in range(8)}
+    return pats, np.array(items), events
+
+
+def test_patient_bags_structure_and_events() -> None:
+    pats, items, events = bag_setup()
+    owner = dict(zip(items.tolist(), pats, strict=True))
+    s = PatientBagSampler(pats, events, items=items, bag_patients=3, bag_slices=4, seed=1)
+    batches = list(s)
+    assert len(batches) == len(s) == 3  # ceil(8 / 3)
+    seen = set()
+    for _ in range(20):
+        batches += list(s)
+    for b in batches:
+        assert len(b) == 12
+        owners = [owner[i] for i in b]
+        bags = [owners[j : j + 4] for j in range(0, 12, 4)]
+        assert all(len(set(g)) == 1 for g in bags)  # contiguous k slices per patient
+        assert len({g[0] for g in bags}) == 3  # m distinct patients
+        assert sum(events[g[0]] for g in bags) >= 2
+        for g, j in zip(bags, range(0, 12, 4), strict=True):
+            if g[0] != "P0":
+                assert len(set(b[j : j + 4])) == 4  # no repeats when the patient has enough slices
+        seen.update(owners)
+    assert seen == set(pats)
+
+
+def test_patient_bags_repeat_short_patients_and_are_deterministic() -> None:
+    pats, items, events = bag_setup()
+    a = PatientBagSampler(pats, events, items=items, bag_patients=8, bag_slices=3, seed=4)
+    b = PatientBagSampler(pats, events, items=items, bag_patients=8, bag_slices=3, seed=4)
+    first = next(iter(a))
+    assert first == next(iter(b))
+    p0 = [i for i in first if i in (0, 1)]
+    assert len(p0) == 3 and set(p0) == {0, 1}
+
+
+def test_patient_bags_with_one_event_and_fill() -> None:
+    pats, items, events = bag_setup()
+    one = {p: p == "P5" for p in events}
+    fill = BalancedSampler(np.arange(1000, 1010), np.zeros(10), seed=0)
+    s = PatientBagSampler(
+        pats, one, items=items, bag_patients=2, bag_slices=2, seed=0, fill=fill, batch_size=7
+    )
+    owner = dict(zip(items.tolist(), pats, strict=True))
+    for _ in range(10):
+        b = s.next_batch()
+        assert len(b) == 7 and all(i >= 1000 for i in b[4:])
+        assert "P5" in {owner[i] for i in b[:4]}
+    none = PatientBagSampler(pats, {}, items=items, bag_patients=2, bag_slices=2, seed=0)
+    assert len(none.next_batch()) == 4
+    assert list(PatientBagSampler([], {}, bag_patients=2, bag_slices=2)) == []
