@@ -142,9 +142,19 @@ def train(
     from tumorscope.config import load_config
 
     cfg = load_config(config, set_ or [])  # fail fast, before touching the data
+    from tumorscope.progress import training_progress
     from tumorscope.training.run import train_run
 
-    result = train_run(cfg=cfg, data=data, out=out_dir, resume=resume, cache=cache, nproc=nproc)
+    with training_progress() as progress:
+        result = train_run(
+            cfg=cfg,
+            data=data,
+            out=out_dir,
+            resume=resume,
+            cache=cache,
+            nproc=nproc,
+            progress=progress,
+        )
     _print_mapping("training finished", result.summary())
     _out().print(f"run written to [bold]{out_dir}[/]")
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tumorscope import DISCLAIMER
 from tumorscope.config import load_config
+from tumorscope.progress import training_progress
 
 log = logging.getLogger("tumorscope.demo")
 
@@ -29,20 +29,6 @@ DEMO_DATA: dict[str, dict[str, Any]] = {
     "brain-mri": {"patients": 40, "kaggle": 200, "difficulty": "easy", "shape": (160, 192, 144)},
     "petct": {"patients": 40, "kaggle": 0, "difficulty": "easy", "shape": (128, 128, 96)},
 }
-
-
-def _progress_callback(progress: Progress) -> Any:
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, step: int, total: int, row: dict[str, float]) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total, info="")
-        info = " ".join(
-            f"{k}={v:.3f}" for k, v in row.items() if k == "loss" or k.startswith("val_")
-        )
-        progress.update(tasks[stage], completed=step, info=info)
-
-    return update
 
 
 def synthesize_demo_data(profile: str, out: Path, seed: int, workers: int) -> Path:
@@ -91,15 +77,8 @@ def run_demo(
         if not (out / "config.yaml").is_file():
             raise SystemExit(f"{out}: exists and is not a tumorscope run; refusing to overwrite it")
         shutil.rmtree(out)
-    with Progress(
-        TextColumn("{task.description:<11}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=Console(stderr=True),
-    ) as progress:
-        result = train_run(cfg=cfg, data=[data_dir], out=out, progress=_progress_callback(progress))
+    with training_progress() as progress:
+        result = train_run(cfg=cfg, data=[data_dir], out=out, progress=progress)
     t_train = time.perf_counter() - t0 - t_data
     figures = evaluate_held_out(run=out, data=[data_dir])
     figures["seconds_data"] = round(t_data, 1)
