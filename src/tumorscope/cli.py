@@ -198,11 +198,20 @@ def predict(
     ],
     run: Annotated[Path, typer.Option("--run", help="Run folder.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    gate_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--gate-threshold",
+            min=0.0,
+            max=1.0,
+            help="Tumour probability under which no mask is returned (default: the run's, 0.3).",
+        ),
+    ] = None,
 ) -> None:
     """Predict tumour probability, mask and risk for each input."""
     from tumorscope.inference.cli import predict_inputs
 
-    for line in predict_inputs(run=run, inputs=inputs, out=out_dir):
+    for line in predict_inputs(run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold):
         _out().print(line)
 
 
