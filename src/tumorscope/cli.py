@@ -182,11 +182,21 @@ def evaluate(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Report or run folders to compare.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", "-d", help="Data folder(s), to evaluate run folders first."),
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Split evaluated for run folders.")
+    ] = "test",
+    margin: Annotated[
+        float, typer.Option("--margin", min=0.0, help="Non-inferiority margin for Dice.")
+    ] = 0.02,
 ) -> None:
-    """Compare runs side by side with paired tests."""
+    """Compare runs side by side with paired tests (DeLong, paired bootstrap, non-inferiority)."""
     from tumorscope.evaluation.compare import compare_runs
 
-    result = compare_runs(runs=runs, out=out_dir)
+    result = compare_runs(runs=runs, out=out_dir, data=data, split=split, margin=margin)
     _out().print(result.markdown())
 
 

@@ -1,0 +1,338 @@
+"""Held-out predictions of a run through the Predictor: the raw material of every figure.
+
+This measures exactly what users get: volumes go through ``Predictor.predict_volume``
+(every slice inside the brain/body mask, masks restored to the input grid, the
+conditional-mask gate applied), images through ``Predictor.predict_batch``.
+:func:`collect_held_out` gathers per-patient Dice (gated and ungated, per region), HD95,
+per-slice and per-image tumour logits/probabilities/labels, per-patient risks with their
+outcomes, and one overlay slice per case; :func:`evaluate_held_out` is the demo's table.
+
+Geometry: the predicted masks and the true masks are both in the input's canonical (RAS)
+grid at the input's own resolution, i.e. the original voxels up to an axis permutation/flip,
+so Dice and HD95 (with the per-axis spacing permuted alike) equal their values in the
+file's original geometry; no resampling is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_CHUNK = 64
+# Per-case extras of ``segmentation_metrics`` (mean over regions; volume error in mL).
+CASE_EXTRA = ("iou", "boundary_f1", "abs_volume_error")
+# Probabilities are clipped before inverting the sigmoid: float64 rounds σ(z) to 1 for z > ~36.
+_P_EPS = 1e-12
+
+
+@dataclass
+class Overlay:
+    """One axial slice of a case for the overlay grid.
+
+    Attributes:
+        patient_id: Case identifier.
+        slice_index: Axial index ``z`` in the canonical grid.
+        image: ``(X, Y)`` float32, first channel.
+        truth: ``(X, Y)`` uint8 true mask of the first region.
+        pred: ``(X, Y)`` uint8 returned (gated) mask of the first region.
+        dice: 3D Dice of the case (mean over regions, gated).
+    """
+
+    patient_id: str
+    slice_index: int
+    image: np.ndarray
+    truth: np.ndarray
+    pred: np.ndarray
+    dice: float
+
+
+@dataclass
+class HeldOut:
+    """Per-patient, per-slice and per-image outputs on held-out data.
+
+    Slice rows come from volume cases with a mask (label = true tumour on that slice);
+    ``slice_boundary`` marks slices at the tumour's axial edge (label differs from an axial
+    neighbour), where a few voxels decide the label. ``case_extra`` holds per-case IoU,
+    boundary F1 (2 mm) and absolute volume error (mL), gated masks. Logits are the raw model outputs,
+    before the run's temperature; probabilities are calibrated (what users get).
+    """
+
+    regions: list[str] = field(default_factory=list)
+    temperature: float = 1.0
+    threshold: float = 0.5
+    case_ids: list[str] = field(default_factory=list)
+    case_source: list[str] = field(default_factory=list)
+    dice: list[float] = field(default_factory=list)
+    dice_ungated: list[float] = field(default_factory=list)
+    hd95: list[float] = field(default_factory=list)
+    dice_by_region: dict[str, list[float]] = field(default_factory=dict)
+    hd95_by_region: dict[str, list[float]] = field(default_factory=dict)
+    case_extra: dict[str, list[float]] = field(default_factory=dict)
+    gated: list[bool] = field(default_factory=list)
+    slice_prob: list[float] = field(default_factory=list)
+    slice_logit: list[float] = field(default_factory=list)
+    slice_label: list[int] = field(default_factory=list)
+    slice_patient: list[str] = field(default_factory=list)
+    slice_index: list[int] = field(default_factory=list)
+    slice_source: list[str] = field(default_factory=list)
+    slice_boundary: list[bool] = field(default_factory=list)
+    image_prob: list[float] = field(default_factory=list)
+    image_logit: list[float] = field(default_factory=list)
+    image_label: list[int] = field(default_factory=list)
+    image_ids: list[str] = field(default_factory=list)
+    image_source: list[str] = field(default_factory=list)
+    risk: dict[str, float] = field(default_factory=dict)
+    outcomes: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    true_risk: dict[str, float] = field(default_factory=dict)
+    overlays: list[Overlay] = field(default_factory=list)
+
+
+def held_out_patients(manifest: dict[str, Any], split: str) -> set[str]:
+    """Patients of ``split`` in the run's own splits."""
+    return set((manifest.get("splits") or {}).get(split, []))
+
+
+def seen_patients(manifest: dict[str, Any]) -> set[str]:
+    """Patients in any of the run's splits."""
+    return {p for ids in (manifest.get("splits") or {}).values() for p in ids}
+
+
+def logit_from_probability(prob: np.ndarray | float, temperature: float) -> np.ndarray:
+    """Raw logit ``T·log(p/(1−p))`` of a temperature-scaled probability ``p = σ(z/T)``."""
+    p = np.clip(np.asarray(prob, dtype=np.float64), _P_EPS, 1.0 - _P_EPS)
+    return np.asarray(temperature * np.log(p / (1.0 - p)), dtype=np.float64)
+
+
+def _boundary(labels: np.ndarray) -> np.ndarray:
+    """Slices whose label differs from an axial neighbour's, ``(Z,)`` bool."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    change = labels[1:] != labels[:-1]
+    edge[1:] |= change
+    edge[:-1] |= change
+    return edge
+
+
+def _overlay(pid: str, image: np.ndarray, truth: np.ndarray, pred: np.ndarray, d: float) -> Overlay:
+    area = truth.sum(axis=(0, 1))
+    if area.max() == 0:
+        area = pred.sum(axis=(0, 1))
+    z = int(area.argmax()) if area.max() > 0 else truth.shape[2] // 2
+    return Overlay(
+        patient_id=pid,
+        slice_index=z,
+        image=np.asarray(image[:, :, z], dtype=np.float32),
+        truth=np.asarray(truth[:, :, z], dtype=np.uint8),
+        pred=np.asarray(pred[:, :, z], dtype=np.uint8),
+        dice=d,
+    )
+
+
+def _add_case(out: HeldOut, pid: str, source: str, loaded: Any, result: Any) -> None:
+    from tumorscope.data.layout import region_masks
+    from tumorscope.metrics.segmentation import dice, segmentation_metrics
+
+    regions = out.regions
+    truth = region_masks(loaded.mask, source, regions).astype(bool)
+    spacing = tuple(float(s) for s in loaded.meta.spacing[:3])
+    per_region = [
+        segmentation_metrics(result.masks[i].astype(bool), truth[i], spacing)
+        for i in range(len(regions))
+    ]
+    d = [m["dice"] for m in per_region]
+    h = [m["hd95"] for m in per_region]
+    out.case_ids.append(pid)
+    out.case_source.append(source)
+    out.dice.append(float(np.mean(d)))
+    out.dice_ungated.append(
+        float(np.mean([dice(result.masks_ungated[i], truth[i]) for i in range(len(regions))]))
+    )
+    out.hd95.append(float(np.mean(h)))
+    out.gated.append(bool(result.gated))
+    for key in CASE_EXTRA:
+        values = [m[key] / (1000.0 if key == "abs_volume_error" else 1.0) for m in per_region]
+        out.case_extra.setdefault(key, []).append(float(np.mean(values)))
+    for i, r in enumerate(regions):
+        out.dice_by_region.setdefault(r, []).append(float(d[i]))
+        out.hd95_by_region.setdefault(r, []).append(float(h[i]))
+    tumour_z = np.asarray(truth.reshape(-1, truth.shape[-1]).any(axis=0), dtype=bool)  # (Z,)
+    edge = _boundary(tumour_z)
+    zs = sorted(result.slice_probabilities)
+    probs = np.asarray([result.slice_probabilities[z] for z in zs])
+    logits = logit_from_probability(probs, out.temperature)
+    for z, p, lg in zip(zs, probs, logits, strict=True):
+        out.slice_prob.append(float(p))
+        out.slice_logit.append(float(lg))
+        out.slice_label.append(int(tumour_z[z]))
+        out.slice_patient.append(pid)
+        out.slice_index.append(int(z))
+        out.slice_source.append(source)
+        out.slice_boundary.append(bool(edge[z]))
+    out.overlays.append(_overlay(pid, loaded.image[0], truth[0], result.masks[0], out.dice[-1]))
+
+
+def collect_held_out(
+    predictor: Any, data: Sequence[str | Path], patients: set[str], seen: set[str]
+) -> HeldOut:
+    """Predict held-out cases and images: ``patients`` of the run's split plus unseen ones.
+
+    Args:
+        predictor: A :class:`tumorscope.inference.predictor.Predictor`.
+        data: Data folders (every layout under them is read).
+        patients: Patients of the run's evaluated split.
+        seen: Patients in any of the run's splits (others are always evaluated).
+
+    Returns:
+        The collected :class:`HeldOut` outputs.
+    """
+    from tumorscope.data.layout import discover, load_case
+
+    index = discover(data)
+    out = HeldOut(
+        regions=list(predictor.regions),
+        temperature=float(predictor.temperature),
+        threshold=float(predictor.threshold),
+    )
+
+    clinical_columns: list[str] = list(predictor.manifest.get("clinical_columns") or [])
+
+    def wanted(pid: str) -> bool:
+        return pid in patients or pid not in seen
+
+    for case in index.cases:
+        pid = case.patient_id
+        outcome = index.outcomes.get(pid)
+        if not wanted(pid) or (case.mask is None and outcome is None):
+            continue
+        loaded = load_case(case, predictor.spec.channels, missing=predictor.spec.missing_channels)
+        clinical = None
+        if outcome is not None and clinical_columns:
+            clinical = {c: outcome.clinical.get(c) for c in clinical_columns}
+        result = predictor.predict_volume(loaded, source=case.source, clinical=clinical)
+        if loaded.mask is not None:
+            _add_case(out, pid, case.source, loaded, result)
+        if outcome is not None and result.risk is not None:
+            out.risk[pid] = float(result.risk.log_hazard)
+            out.outcomes[pid] = (float(outcome.time), bool(outcome.event))
+            if pid in index.true_risk:
+                out.true_risk[pid] = float(index.true_risk[pid])
+    items = [it for it in index.images if wanted(it.patient_id)]
+    for start in range(0, len(items), IMAGE_CHUNK):
+        chunk = items[start : start + IMAGE_CHUNK]
+        results = predictor.predict_batch(
+            [it.path for it in chunk], names=[it.patient_id for it in chunk]
+        )
+        for it, r in zip(chunk, results, strict=True):
+            out.image_prob.append(float(r.tumour_probability))
+            out.image_logit.append(
+                float(logit_from_probability(r.tumour_probability, out.temperature))
+            )
+            out.image_label.append(int(it.tumour))
+            out.image_ids.append(it.patient_id)
+            out.image_source.append(it.source)
+    log.info(
+        "held out: %d volumes, %d slices, %d images, %d survival patients",
+        len(out.dice),
+        len(out.slice_prob),
+        len(out.image_prob),
+        len(out.risk),
+    )
+    return out
+
+
+@dataclass
+class Units:
+    """Classification units (slices of volume cases and 2D images), row-aligned ``(N,)``."""
+
+    ids: np.ndarray
+    patient: np.ndarray
+    source: np.ndarray
+    kind: np.ndarray
+    logit: np.ndarray
+    prob: np.ndarray
+    label: np.ndarray
+    boundary: np.ndarray
+
+
+def classification_units(held: HeldOut) -> Units:
+    """Slices and images as one table; an image is its own patient (``source:id``)."""
+    slice_ids = [f"{p}:z{z}" for p, z in zip(held.slice_patient, held.slice_index, strict=True)]
+    image_ids = [f"{s}:{i}" for s, i in zip(held.image_source, held.image_ids, strict=True)]
+    n_s, n_i = len(slice_ids), len(image_ids)
+    return Units(
+        ids=np.asarray(slice_ids + image_ids, dtype=object),
+        patient=np.asarray(list(held.slice_patient) + image_ids, dtype=object),
+        source=np.asarray(list(held.slice_source) + list(held.image_source), dtype=object),
+        kind=np.asarray(["slice"] * n_s + ["image"] * n_i, dtype=object),
+        logit=np.asarray(held.slice_logit + held.image_logit, dtype=np.float64),
+        prob=np.asarray(held.slice_prob + held.image_prob, dtype=np.float64),
+        label=np.asarray(held.slice_label + held.image_label, dtype=np.int64),
+        boundary=np.asarray(held.slice_boundary + [False] * n_i, dtype=bool),
+    )
+
+
+def survival_arrays(held: HeldOut) -> dict[str, np.ndarray]:
+    """Per-patient ``patient``, ``risk``, ``time``, ``event`` (and ``true_risk``, NaN if absent)."""
+    pids = sorted(held.risk)
+    return {
+        "patient": np.asarray(pids, dtype=object),
+        "risk": np.asarray([held.risk[p] for p in pids], dtype=np.float64),
+        "time": np.asarray([held.outcomes[p][0] for p in pids], dtype=np.float64),
+        "event": np.asarray([held.outcomes[p][1] for p in pids], dtype=bool),
+        "true_risk": np.asarray([held.true_risk.get(p, np.nan) for p in pids], dtype=np.float64),
+    }
+
+
+# Demo table rows: label → metrics.json key.
+DEMO_TABLE = {
+    "3D whole-tumour Dice": "segmentation.dice",
+    "3D Dice, ungated": "segmentation.dice_ungated",
+    "HD95": "segmentation.hd95_mm",
+    "slice ROC-AUC": "classification.slice_roc_auc",
+    "image-folder ROC-AUC": "classification.image_roc_auc",
+    "C-index (Harrell)": "survival.c_index",
+    "C-index, oracle": "survival.c_index_oracle",
+    "ECE after temperature": "calibration.ece_after_temperature",
+}
+
+
+def evaluate_held_out(
+    *,
+    run: str | Path,
+    data: Sequence[str | Path],
+    split: str = "test",
+    out: str | Path | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """The demo's results table, read from :func:`~tumorscope.evaluation.evaluate.evaluate_run`.
+
+    Args:
+        run: Run folder.
+        data: Data folders.
+        split: The run's split to evaluate (unseen patients are always evaluated).
+        out: Report folder (default ``<run>-report`` beside the run; never inside it).
+        n_boot: Bootstrap replicates.
+
+    Returns:
+        ``{"split", "table": label → figure, "patients", "report"}``.
+    """
+    from tumorscope.evaluation.evaluate import evaluate_run
+
+    run_dir = Path(run)
+    report_dir = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-report"
+    report = evaluate_run(
+        run=run_dir, data=[Path(d) for d in data], out=report_dir, split=split, n_boot=n_boot
+    )
+    table = {label: report.figure(key) for label, key in DEMO_TABLE.items()}
+    return {
+        "split": split,
+        "table": table,
+        "patients": list(report.held.case_ids),
+        "report": str(report_dir),
+    }

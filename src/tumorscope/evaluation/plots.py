@@ -1,0 +1,212 @@
+"""Evaluation plots as PNG files (matplotlib's Agg backend, no display needed).
+
+Each function draws one figure into ``path`` and returns it; a plot whose data is
+missing is drawn as a titled panel that states why (so a report's file set is stable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DPI = 100
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # inside the function: no global side effect at import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def unavailable(path: Path, title: str, reason: str) -> Path:
+    """A titled panel saying why the plot could not be drawn."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.set_title(title)
+    ax.text(0.5, 0.5, f"not available:\n{reason}", ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    return _save(fig, path)
+
+
+def _two_classes(label: np.ndarray) -> bool:
+    return label.size > 0 and 0 < int(label.sum()) < label.size
+
+
+def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """ROC curves, one per named ``(score (N,), label (N,))`` pair, with the chance line."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    usable = {k: v for k, v in curves.items() if _two_classes(np.asarray(v[1]))}
+    if not usable:
+        return unavailable(path, "ROC curve", "labels hold one class only")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (score, label) in usable.items():
+        fpr, tpr, _ = roc_curve(label, score)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(label, score):.3f}, n={len(label)})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set(xlabel="false positive rate (1 − specificity)", ylabel="true positive rate")
+    ax.set(title="ROC curve", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Precision–recall curves with each set's prevalence as the no-skill line."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    usable = {k: v for k, v in curves.items() if np.asarray(v[1]).sum() > 0}
+    if not usable:
+        return unavailable(path, "Precision–recall curve", "no positive sample")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (score, label) in usable.items():
+        prec, rec, _ = precision_recall_curve(label, score)
+        ap = average_precision_score(label, score)
+        (line,) = ax.step(rec, prec, where="post", label=f"{name} (AP {ap:.3f})")
+        ax.axhline(float(np.mean(label)), linestyle=":", color=line.get_color())
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision–recall curve")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(
+    sets: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 10
+) -> Path:
+    """Reliability diagram: observed tumour frequency against mean predicted probability.
+
+    Args:
+        sets: Name → ``(probability (N,), label (N,))``, e.g. before and after temperature.
+        path: Output PNG.
+        n_bins: Equal-width bins on [0, 1].
+    """
+    from tumorscope.metrics.calibration import ece, reliability_curve
+
+    usable = {k: v for k, v in sets.items() if np.asarray(v[1]).size > 0}
+    if not usable:
+        return unavailable(path, "Reliability diagram", "no classification sample")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    for name, (prob, label) in usable.items():
+        c = reliability_curve(prob, label, n_bins)
+        ok = c["count"] > 0
+        ax.plot(
+            c["confidence"][ok],
+            c["accuracy"][ok],
+            marker="o",
+            label=f"{name} (ECE {ece(prob, label, n_bins):.3f})",
+        )
+    ax.set(xlabel="mean predicted probability", ylabel="observed frequency of tumour")
+    ax.set(title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_km(
+    time: np.ndarray, event: np.ndarray, group: np.ndarray, p_value: float | None, path: Path
+) -> Path:
+    """Kaplan–Meier curves per predicted risk group, with the log-rank p-value in the title."""
+    from tumorscope.metrics.survival import kaplan_meier
+
+    title = "Kaplan–Meier by predicted risk group"
+    if np.asarray(time).size == 0:
+        return unavailable(path, title, "no patient with an outcome and a risk")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for g in sorted(set(np.asarray(group).tolist())):
+        sel = np.asarray(group) == g
+        t, s = kaplan_meier(time[sel], event[sel])
+        ax.step(np.r_[0.0, t], np.r_[1.0, s], where="post", label=f"{g} risk (n={int(sel.sum())})")
+        cens = sel & ~np.asarray(event, dtype=bool)
+        if cens.any():
+            ax.plot(time[cens], np.interp(time[cens], t, s), "|", color="black", markersize=8)
+    p = "n/a" if p_value is None or not np.isfinite(p_value) else f"{p_value:.3g}"
+    ax.set(xlabel="time (days)", ylabel="survival probability", ylim=(0, 1.05))
+    ax.set_title(f"{title}\nlog-rank p = {p}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_dice(dice_by_region: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """Histogram of per-patient 3D Dice, one series per region."""
+    title = "Dice distribution (per patient, 3D)"
+    if not any(len(v) for v in dice_by_region.values()):
+        return unavailable(path, title, "no case with a ground-truth mask")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0.0, 1.0, 21)
+    for name, values in dice_by_region.items():
+        v = np.asarray(values, dtype=float)
+        ax.hist(v, bins=bins, alpha=0.6, label=f"{name} (mean {v.mean():.3f}, n={v.size})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="Dice", ylabel="patients", title=title, xlim=(0, 1))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def overlay_selection(
+    overlays: Sequence[Any], n_worst: int = 4, n_total: int = 8
+) -> list[tuple[Any, str]]:
+    """The ``n_worst`` lowest-Dice overlays (tag ``worst``), then the best ones up to ``n_total``."""
+    order = sorted(overlays, key=lambda o: o.dice)
+    worst = order[:n_worst]
+    best = order[n_worst:][::-1][: max(0, n_total - len(worst))]
+    return [(o, "worst") for o in worst] + [(o, "best") for o in best]
+
+
+def plot_overlays(overlays: Sequence[Any], path: Path, n_worst: int = 4, n_total: int = 8) -> Path:
+    """Grid of (image, truth, prediction) rows, worst cases first (:func:`overlay_selection`).
+
+    Args:
+        overlays: :class:`~tumorscope.evaluation.demo_eval.Overlay` records.
+        path: Output PNG.
+        n_worst: Worst cases shown (lowest Dice).
+        n_total: Rows at most; the rest are the best cases.
+    """
+    title = "Overlays: image, truth, prediction"
+    if not overlays:
+        return unavailable(path, title, "no case with a ground-truth mask")
+    rows = overlay_selection(overlays, n_worst, n_total)
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+
+    fig, axes = plt.subplots(
+        len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False, layout="constrained"
+    )
+    for row, (o, tag) in enumerate(rows):
+        img = np.rot90(o.image)  # canonical RAS (x, y) → radiological display orientation
+        for col, (name, mask, colour) in enumerate(
+            (("image", None, "none"), ("truth", o.truth, "lime"), ("prediction", o.pred, "red"))
+        ):
+            ax = axes[row, col]
+            ax.imshow(img, cmap="gray")
+            if mask is not None:
+                m = np.rot90(mask).astype(float)
+                cmap = ListedColormap([colour])
+                ax.imshow(np.ma.masked_where(m == 0, m), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+            ax.set_axis_off()
+            ax.set_title(
+                f"{o.patient_id} z={o.slice_index} ({tag}, Dice {o.dice:.2f})"
+                if col == 0
+                else name,
+                fontsize=7,
+            )
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,226 @@
+"""Writing a report folder: ``metrics.json``, ``predictions.json``, ``report.md``, plots.
+
+``predictions.json`` holds the raw per-patient / per-slice / per-image outputs that
+``tumorscope compare`` pairs on (same patient ids, same slice ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tumorscope import DISCLAIMER
+
+if TYPE_CHECKING:
+    from tumorscope.evaluation.demo_eval import HeldOut
+    from tumorscope.evaluation.evaluate import EvaluationReport
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.json"
+REPORT_FILE = "report.md"
+PLOT_FILES = {
+    "roc": "roc.png",
+    "pr": "pr.png",
+    "reliability": "reliability.png",
+    "km": "km.png",
+    "dice": "dice.png",
+    "overlays": "overlays.png",
+}
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def predictions_dict(held: HeldOut) -> dict[str, Any]:
+    """JSON-able raw outputs: ``cases``, ``classification`` units and ``survival`` patients."""
+    from tumorscope.evaluation.demo_eval import classification_units, survival_arrays
+
+    u = classification_units(held)
+    s = survival_arrays(held)
+    cases = [
+        {
+            "patient_id": pid,
+            "source": held.case_source[i],
+            "dice": held.dice[i],
+            "dice_ungated": held.dice_ungated[i],
+            "hd95_mm": held.hd95[i],
+            "gated": held.gated[i],
+            "dice_by_region": {r: held.dice_by_region[r][i] for r in held.regions},
+        }
+        for i, pid in enumerate(held.case_ids)
+    ]
+    units = [
+        {
+            "id": str(u.ids[i]),
+            "patient_id": str(u.patient[i]),
+            "source": str(u.source[i]),
+            "kind": str(u.kind[i]),
+            "logit": float(u.logit[i]),
+            "probability": float(u.prob[i]),
+            "label": int(u.label[i]),
+            "boundary": bool(u.boundary[i]),
+        }
+        for i in range(u.ids.size)
+    ]
+    survival = [
+        {
+            "patient_id": str(s["patient"][i]),
+            "risk": float(s["risk"][i]),
+            "time": float(s["time"][i]),
+            "event": bool(s["event"][i]),
+            "true_risk": _num(s["true_risk"][i]),
+        }
+        for i in range(s["risk"].size)
+    ]
+    return {
+        "schema_version": 1,
+        "regions": held.regions,
+        "temperature": held.temperature,
+        "threshold": held.threshold,
+        "cases": cases,
+        "classification": units,
+        "survival": survival,
+    }
+
+
+def load_predictions(folder: Path) -> dict[str, Any]:
+    """Read a report folder's ``predictions.json`` and ``metrics.json``.
+
+    Raises:
+        ValueError: ``"PATH: fault"`` when the folder is not a report of ``tumorscope evaluate``.
+    """
+    pred, met = folder / PREDICTIONS_FILE, folder / METRICS_FILE
+    for f in (pred, met):
+        if not f.is_file():
+            raise ValueError(f"{f}: missing; not a report folder of `tumorscope evaluate`")
+    try:
+        out: dict[str, Any] = json.loads(pred.read_text())
+        out["metrics"] = json.loads(met.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder}: unreadable report JSON ({err})") from None
+    return out
+
+
+def _plots(report: EvaluationReport, calibration: Mapping[str, Any]) -> dict[str, Path]:
+    from tumorscope.evaluation import plots
+    from tumorscope.evaluation.demo_eval import classification_units, survival_arrays
+    from tumorscope.evaluation.evaluate import risk_groups
+    from tumorscope.metrics.calibration import apply_temperature
+
+    held, out = report.held, report.out
+    u = classification_units(held)
+    curves = {
+        str(src): (u.prob[u.source == src], u.label[u.source == src])
+        for src in sorted(set(u.source.tolist()))
+    }
+    if len(curves) > 1:
+        curves = {"all": (u.prob, u.label), **curves}
+    s = survival_arrays(held)
+    p = report.metrics["survival"]["logrank_p"]["value"]
+    return {
+        "roc": plots.plot_roc(curves, out / PLOT_FILES["roc"]),
+        "pr": plots.plot_pr(curves, out / PLOT_FILES["pr"]),
+        "reliability": plots.plot_reliability(
+            {
+                "before temperature": (apply_temperature(u.logit, 1.0), u.label),
+                f"after temperature (T={held.temperature:.2f})": (u.prob, u.label),
+            },
+            out / PLOT_FILES["reliability"],
+        ),
+        "km": plots.plot_km(
+            s["time"], s["event"], risk_groups(s["risk"], calibration), p, out / PLOT_FILES["km"]
+        ),
+        "dice": plots.plot_dice(held.dice_by_region, out / PLOT_FILES["dice"]),
+        "overlays": plots.plot_overlays(held.overlays, out / PLOT_FILES["overlays"]),
+    }
+
+
+def format_figure(f: Mapping[str, Any]) -> str:
+    """``0.812 [0.701, 0.902]`` or ``n/a (reason)``."""
+    if f.get("value") is None:
+        return f"n/a ({f.get('reason', 'undefined')})"
+    text = f"{f['value']:.3f}"
+    ci = f.get("ci95")
+    if ci and None not in ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return text + (f" {f['unit']}" if f.get("unit") else "")
+
+
+def _rows(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
+    rows: list[tuple[str, Mapping[str, Any]]] = []
+    for k, v in node.items():
+        if isinstance(v, Mapping) and "value" in v and "ci95" in v:
+            rows.append((prefix + k, v))
+        elif isinstance(v, Mapping) and k != "meta":
+            rows.extend(_rows(v, f"{prefix}{k}."))
+    return rows
+
+
+def markdown_report(report: EvaluationReport) -> str:
+    """``report.md``: settings, one table per section, and the plots."""
+    m = report.metrics
+    meta = m.get("meta", {})
+    lines = [
+        "# tumorscope evaluation report",
+        "",
+        f"- run: `{meta.get('run')}`"
+        + (f" (stage `{meta['stage']}`)" if meta.get("stage") else ""),
+        f"- data: {', '.join(f'`{d}`' for d in meta.get('data', []))}",
+        f"- split: `{meta.get('split')}` of the run's patients, plus every patient it never saw",
+        f"- temperature {meta.get('temperature', float('nan')):.3f}, decision threshold "
+        f"{meta.get('threshold', float('nan')):.3f}, gate {meta.get('gate_threshold', float('nan')):.2f}",
+        f"- volumes {len(report.held.case_ids)}, survival patients {len(report.held.risk)} "
+        f"({sum(e for _, e in report.held.outcomes.values())} events), "
+        f"slices {len(report.held.slice_prob)}, images {len(report.held.image_prob)}",
+        "- 95% CIs: percentile bootstrap over patients "
+        f"({meta.get('n_boot')} replicates); `n` = patients. Small test sets give wide CIs.",
+        "",
+    ]
+    for section in ("segmentation", "classification", "survival", "calibration"):
+        lines += [f"## {section}", "", "| figure | value [95% CI] | n |", "|---|---|---|"]
+        for key, f in _rows(m[section]):
+            lines.append(f"| {key} | {format_figure(f)} | {f['n']} |")
+        lines.append("")
+    lines += ["## plots", ""]
+    for name, path in report.plots.items():
+        lines += [f"### {name}", "", f"![{name}]({path.name})", ""]
+    lines += [f"_{DISCLAIMER}_", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: EvaluationReport, calibration: Mapping[str, Any]) -> dict[str, Path]:
+    """Write every file of the report folder; returns plot name → path.
+
+    ``metrics.json`` is validated against the schema before it is written.
+    """
+    from tumorscope.evaluation.schema import validate_metrics
+
+    out = report.out
+    out.mkdir(parents=True, exist_ok=True)
+    validate_metrics(report.metrics)
+    (out / METRICS_FILE).write_text(json.dumps(report.metrics, indent=2) + "\n")
+    (out / PREDICTIONS_FILE).write_text(json.dumps(predictions_dict(report.held)) + "\n")
+    report.plots = _plots(report, calibration)
+    (out / REPORT_FILE).write_text(markdown_report(report))
+    log.info("report written to %s", out)
+    return report.plots
+
+
+__all__ = [
+    "METRICS_FILE",
+    "PLOT_FILES",
+    "PREDICTIONS_FILE",
+    "REPORT_FILE",
+    "format_figure",
+    "load_predictions",
+    "markdown_report",
+    "predictions_dict",
+    "write_report",
+]
