@@ -217,11 +217,31 @@ def predict(
             help="Tumour probability under which no mask is returned (default: the run's, 0.3).",
         ),
     ] = None,
+    mc_samples: Annotated[
+        int,
+        typer.Option(
+            "--mc-samples", min=0, help="MC-dropout samples for uncertainty maps (0 = off)."
+        ),
+    ] = 0,
+    gradcam: Annotated[
+        bool, typer.Option("--gradcam", help="Write a Grad-CAM map per input.")
+    ] = False,
+    figure: Annotated[
+        bool, typer.Option("--figure", help="Write the six-panel figure per input.")
+    ] = False,
+    truth: Annotated[
+        list[Path] | None,
+        typer.Option("--truth", help="Ground-truth mask per input, in order (for --figure)."),
+    ] = None,
 ) -> None:
     """Predict tumour probability, mask and risk for each input."""
     from tumorscope.inference.cli import predict_inputs
 
-    for line in predict_inputs(run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold):
+    lines = predict_inputs(
+        run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold,
+        mc_samples=mc_samples, gradcam=gradcam, figure=figure, truth=truth,
+    )  # fmt: skip
+    for line in lines:
         _out().print(line)
 
 

@@ -166,3 +166,26 @@ def test_trained_run_end_to_end_leaves_the_run_untouched(
     assert (tmp_path / f"{case.name}_mask.nii.gz").is_file()
     assert (tmp_path / f"{image.stem}_overlay.png").is_file()
     assert {p.name: p.stat().st_mtime_ns for p in tiny_run.rglob("*")} == before
+
+
+def test_uncertainty_gradcam_and_figure_flags(
+    tiny_run: Path, synth_brain: Path, tmp_path: Path
+) -> None:
+    case = next(p for p in sorted((synth_brain / "brats").iterdir()) if p.is_dir())
+    truth = case / f"{case.name}_seg.nii.gz"
+    res = CliRunner().invoke(
+        app,
+        ["predict", str(case), "--run", str(tiny_run), "--out", str(tmp_path), "--mc-samples", "4",
+         "--gradcam", "--figure", "--truth", str(truth)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / f"{case.name}.json").read_text())
+    unc = doc["uncertainty"]
+    assert unc["samples"] == 4 and isinstance(unc["needs_review"], bool) and unc["score"] >= 0
+    maps = nib.load(tmp_path / f"{case.name}_uncertainty.nii.gz")
+    src = nib.load(case / f"{case.name}_flair.nii.gz")
+    assert maps.shape[:3] == src.shape and np.allclose(maps.affine, src.affine)
+    data = np.asarray(maps.dataobj)
+    assert np.isfinite(data).all() and (data >= 0).all()
+    for suffix in ("_gradcam.png", "_figure.png"):
+        assert (tmp_path / f"{case.name}{suffix}").stat().st_size > 10_000

@@ -95,7 +95,15 @@ def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
 
 
 def predict_inputs(
-    *, run: Path, inputs: Sequence[Path], out: Path, gate_threshold: float | None = None
+    *,
+    run: Path,
+    inputs: Sequence[Path],
+    out: Path,
+    gate_threshold: float | None = None,
+    mc_samples: int = 0,
+    gradcam: bool = False,
+    figure: bool = False,
+    truth: Sequence[Path] | None = None,
 ) -> Iterator[str]:
     """Predict every input with the run's model and write the outputs into ``out``.
 
@@ -105,6 +113,11 @@ def predict_inputs(
             series folders.
         out: Output folder (created).
         gate_threshold: Override of the run's conditional-mask gate (0–1).
+        mc_samples: MC-dropout samples; > 0 adds uncertainty figures to ``<name>.json``
+            and writes ``<name>_uncertainty.nii.gz`` (volumes) or ``.png`` (2D).
+        gradcam: Write ``<name>_gradcam.png``.
+        figure: Write the six-panel ``<name>_figure.png``.
+        truth: Ground-truth masks, one per input in the same order (for the figure).
 
     Yields:
         One line per input for the user (``"<name>: tumour p=0.93, mask 12.4 mL -> …"``,
@@ -114,6 +127,10 @@ def predict_inputs(
         DataError: Two inputs share a name, or any input failed (after all were tried).
     """
     paths = [Path(p) for p in inputs]
+    if truth and len(truth) != len(paths):
+        raise DataError(
+            truth[0], f"{len(truth)} --truth masks for {len(paths)} inputs; give one per input"
+        )
     seen: dict[str, Path] = {}
     for p in paths:
         name = input_name(p)
@@ -132,6 +149,21 @@ def predict_inputs(
             failed.append(e)
             yield f"{name}: error: {e}"
             continue
+        if mc_samples > 0 or gradcam or figure:
+            from tumorscope.inference.cli_extras import write_uncertainty_outputs
+
+            try:
+                files.update(
+                    write_uncertainty_outputs(
+                        predictor, p, out, name, mc_samples=mc_samples, gradcam=gradcam,
+                        figure=figure, truth=truth[paths.index(p)] if truth else None,
+                        gate_threshold=gate_threshold,
+                    )
+                )  # fmt: skip
+            except DataError as e:
+                failed.append(e)
+                yield f"{name}: error: {e}"
+                continue
         json_path = out / f"{name}.json"
         _write_json(json_path, {**result.to_json(), "input": str(p), "run": str(run), **files})
         for w in result.warnings:

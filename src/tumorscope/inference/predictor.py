@@ -374,6 +374,17 @@ class Predictor:
         loaded, src, name, _ = _load_volume(case, self.spec, source=source, affine=affine)
         return loaded, src, name
 
+    def predict_full(self, image_or_case: Any, **kwargs: Any) -> Any:
+        """All heads plus MC-dropout uncertainty and Grad-CAM for a 2D image or a volume.
+
+        A thin front to :func:`tumorscope.inference.uncertainty.predict_full` (keyword
+        arguments: ``mc_samples``, ``gradcam``, ``review_cutoff``, ``seed``, ``cam_method``,
+        ``clinical``, ``gate_threshold``, ``source``); returns its ``FullResult``.
+        """
+        from tumorscope.inference.uncertainty import predict_full
+
+        return predict_full(self, image_or_case, **kwargs)
+
     def predict_volume(
         self,
         case: VolumeInput,

@@ -65,7 +65,7 @@ class Trunk:
 
     Attributes:
         features: Encoder maps fine → coarse, ``f_i`` of shape ``(B, c_i, H / 2**i, W / 2**i)``.
-        decoded: ``(B, c_1, H / 2, W / 2)`` input of the last decoder stage; None when
+        decoded: ``(B, c_0, H, W)`` decoder output (before the MC-dropout layer); None when
             segmentation was not asked for.
         pooled: ``(B, c_depth)`` global average of the coarsest map (input of the heads).
     """
@@ -169,9 +169,9 @@ class MultiTaskNet(nn.Module):
         return self.encoder.last_stage
 
     @property
-    def dropout_layers(self) -> list[nn.Dropout]:
+    def dropout_layers(self) -> list[nn.Dropout | nn.Dropout2d]:
         """The MC-dropout layers (all in the tail); enable these alone for MC sampling."""
-        return [m for m in self.modules() if isinstance(m, nn.Dropout)]
+        return [m for m in self.modules() if isinstance(m, nn.Dropout | nn.Dropout2d)]
 
     def parameter_counts(self) -> dict[str, int]:
         """Number of parameters per built part, plus ``total``."""
@@ -262,7 +262,7 @@ class MultiTaskNet(nn.Module):
             )
 
     def trunk(self, x: torch.Tensor, tasks: Iterable[str] | None = None) -> Trunk:
-        """Deterministic part: encoder, decoder up to its last stage, pooled coarse features.
+        """Deterministic part: encoder, whole decoder, pooled coarse features.
 
         Args:
             x: ``(B, in_channels, H, W)`` with H, W multiples of :attr:`size_multiple`.
@@ -276,12 +276,12 @@ class MultiTaskNet(nn.Module):
         if not _exporting():
             self.check_input(x)
         features = self.encoder(x)
-        decoded = self.decoder.forward_trunk(features) if "segmentation" in wanted else None
+        decoded = self.decoder(features) if "segmentation" in wanted else None
         pooled = features[-1].mean(dim=(2, 3))
         return Trunk(features=features, decoded=decoded, pooled=pooled)
 
     def tail(self, trunk: Trunk, tasks: Iterable[str] | None = None) -> ModelOutput:
-        """Stochastic part: dropout → last decoder stage → segmentation head; dropout → heads.
+        """Stochastic part: dropout → 1×1 segmentation head; dropout → classification/survival heads.
 
         Args:
             trunk: Output of :meth:`trunk` for the same ``tasks``.
@@ -292,8 +292,7 @@ class MultiTaskNet(nn.Module):
         if "segmentation" in wanted:
             if trunk.decoded is None:
                 raise ValueError("tail: segmentation asked for but the trunk was built without it")
-            decoded = self.decoder.forward_last(trunk.decoded, trunk.features[0])
-            out.seg_logits = self.segmentation_head(decoded)
+            out.seg_logits = self.segmentation_head(self.decoder.dropout(trunk.decoded))
         if "tumour" in wanted and self.tumour_head is not None:
             out.tumour_logit = self.tumour_head(trunk.pooled)
         if "tumour_type" in wanted and self.tumour_type_head is not None:

@@ -1,0 +1,553 @@
+"""MC-dropout uncertainty (Gal & Ghahramani, ICML 2016) with a cached trunk.
+
+The network's forward is split (``MultiTaskNet.trunk`` / ``tail``): the encoder and the
+whole decoder run **once** per image; only the tail — the channel-dropout layer and the 1×1
+segmentation head, and dropout with the classification/survival heads — runs once per sample. Dropout layers alone are put in
+train mode, everything else stays in eval mode.
+
+Maps per pixel and region (natural logarithms, unit ``nats``):
+``entropy = H(mean_t p_t)`` (total predictive uncertainty) and
+``mutual_information = H(mean_t p_t) − mean_t H(p_t)`` (the epistemic part, BALD), with
+``H`` the binary entropy of a sigmoid output.
+
+Uncertainty score (:data:`SCORE_DEFINITION`): per slice, the mean segmentation mutual
+information over the pixels of the *region of interest* — the union over samples and
+regions of the sampled masks (``p_t >= 0.5``), dilated by :data:`REVIEW_BAND_PX` pixels —
+(0 when no sample segments anything). Per case: the ROI-pixel-weighted mean over slices,
+or the mutual information of the case's tumour-present probability (the max over slices,
+per sample), whichever is larger. A case **needs review** when its score exceeds the cut-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tumorscope.models.multitask import MultiTaskNet, pad_to_multiple, unpad
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLES = 20
+# Cut-off on the score (nats, max ln 2 ≈ 0.693): about 3% of the maximal binary MI. Chosen
+# so that a trained demo model flags cases whose masks change visibly between samples.
+DEFAULT_REVIEW_CUTOFF = 0.02
+REVIEW_BAND_PX = 3
+SCORE_DEFINITION = (
+    "max(mean segmentation mutual information (nats) inside the union of the sampled masks "
+    f"dilated by {REVIEW_BAND_PX} px, mutual information of the case tumour probability)"
+)
+_DEFAULT_TASKS = ("segmentation", "tumour")
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of Bernoulli probabilities ``p`` (any shape; ``0 log 0 = 0``)."""
+    return torch.special.entr(p) + torch.special.entr(1.0 - p)
+
+
+def binary_mutual_information(samples: np.ndarray) -> np.ndarray:
+    """BALD mutual information (nats) of Bernoulli samples along axis 0: ``(T, ...)`` → ``(...)``."""
+    t = torch.as_tensor(np.asarray(samples, dtype=np.float64))
+    mi = binary_entropy(t.mean(0)) - binary_entropy(t).mean(0)
+    return mi.clamp_min(0.0).numpy()
+
+
+@dataclass
+class MCResult:
+    """MC-dropout estimates for ``N`` slices of side ``S`` and ``R`` regions.
+
+    Attributes:
+        samples: Number of samples ``T``.
+        probability: ``(N, R, S, S)`` float32 mean segmentation probability.
+        std: ``(N, R, S, S)`` float32 standard deviation of the probability over samples.
+        entropy: ``(N, R, S, S)`` float32 predictive entropy of the mean (nats).
+        mutual_information: ``(N, R, S, S)`` float32 entropy of the mean − mean entropy (nats).
+        roi_pixels: ``(N,)`` int64 pixels in each slice's region of interest.
+        slice_score: ``(N,)`` float64 mean mutual information in the ROI (nats; 0 if empty).
+        tumour_samples: ``(T, N)`` float64 calibrated tumour probabilities per sample, or
+            None without the tumour task.
+        seg_samples: ``(T, N, R, S, S)`` float32 per-sample probabilities when kept.
+    """
+
+    samples: int
+    probability: np.ndarray | None
+    std: np.ndarray | None
+    entropy: np.ndarray | None
+    mutual_information: np.ndarray | None
+    roi_pixels: np.ndarray
+    slice_score: np.ndarray
+    tumour_samples: np.ndarray | None
+    seg_samples: np.ndarray | None = None
+
+    @property
+    def tumour_probability(self) -> np.ndarray | None:
+        """``(N,)`` mean calibrated tumour probability over samples."""
+        return None if self.tumour_samples is None else self.tumour_samples.mean(0)
+
+    @property
+    def tumour_std(self) -> np.ndarray | None:
+        """``(N,)`` standard deviation of the tumour probability over samples."""
+        return None if self.tumour_samples is None else self.tumour_samples.std(0)
+
+    def segmentation_score(self) -> float:
+        """ROI-pixel-weighted mean segmentation mutual information over slices (nats)."""
+        total = int(self.roi_pixels.sum())
+        return 0.0 if total == 0 else float((self.slice_score * self.roi_pixels).sum() / total)
+
+    def case_tumour_samples(self) -> np.ndarray | None:
+        """``(T,)`` per-sample case probability: the max over slices."""
+        if self.tumour_samples is None or self.tumour_samples.shape[1] == 0:
+            return None
+        return self.tumour_samples.max(axis=1)
+
+    def case_score(self) -> float:
+        """The per-case uncertainty score (module docstring, :data:`SCORE_DEFINITION`)."""
+        case = self.case_tumour_samples()
+        cls = 0.0 if case is None else float(binary_mutual_information(case))
+        return max(self.segmentation_score(), cls)
+
+
+class _DropoutOnly:
+    """Context: model in eval mode, dropout layers in train mode iff ``sampling``; restores."""
+
+    def __init__(self, model: MultiTaskNet, sampling: bool) -> None:
+        self.model, self.sampling = model, sampling
+        self.states: list[tuple[torch.nn.Module, bool]] = []
+
+    def __enter__(self) -> None:
+        self.states = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        for layer in self.model.dropout_layers:
+            layer.train(self.sampling)
+
+    def __exit__(self, *exc: object) -> None:
+        for m, mode in self.states:
+            m.training = mode
+
+
+@torch.no_grad()
+def mc_dropout(
+    model: MultiTaskNet,
+    images: np.ndarray | torch.Tensor,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    tasks: Iterable[str] | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    batch_size: int = 16,
+    sampling: bool = True,
+    keep_samples: bool = False,
+    band: int = REVIEW_BAND_PX,
+) -> MCResult:
+    """MC-dropout over preprocessed slices: trunk once per slice, tail ``samples`` times.
+
+    Args:
+        images: ``(N, C, S, S)`` float preprocessed slices (padded internally).
+        samples: Number of dropout samples ``T`` (>= 1).
+        tasks: Tasks to sample (default: ``segmentation`` and ``tumour`` where built).
+        seed: Seed of the dropout masks (the global RNG state is restored afterwards).
+        temperature: Temperature of the tumour probability ``σ(z / T)``.
+        batch_size: Slices per trunk pass; all ``T`` tail samples of a batch run in turn.
+        sampling: False keeps dropout off (every sample equals the deterministic pass).
+        keep_samples: Also return the per-sample segmentation probabilities (memory ``T×``).
+        band: Pixels by which the sampled masks are dilated into the score's ROI.
+
+    Returns:
+        :class:`MCResult`.
+
+    Raises:
+        ValueError: ``samples < 1``, a non-positive temperature, a negative band, a bad
+            shape or task.
+    """
+    if samples < 1:
+        raise ValueError(f"samples: must be >= 1, got {samples}")
+    if not temperature > 0:
+        raise ValueError(f"temperature: must be positive, got {temperature}")
+    if band < 0:
+        raise ValueError(f"band: must be >= 0 pixels, got {band}")
+    wanted = tuple(t for t in _DEFAULT_TASKS if t in model.tasks) if tasks is None else tuple(tasks)
+    model.resolve_tasks(wanted)
+    x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if x_all.ndim != 4:
+        raise ValueError(f"images: expected (N, C, S, S), got {tuple(x_all.shape)}")
+    n = int(x_all.shape[0])
+    seg = "segmentation" in wanted
+    acc: dict[str, list[torch.Tensor]] = {}
+    tumour: list[torch.Tensor] = []
+    kept: list[torch.Tensor] = []
+    with torch.random.fork_rng(devices=[]), _DropoutOnly(model, sampling):
+        torch.manual_seed(seed)
+        for start in range(0, n, max(1, batch_size)):
+            x, pad = pad_to_multiple(x_all[start : start + batch_size], model.size_multiple)
+            trunk = model.trunk(x, wanted)
+            s1 = s2 = h_sum = union = None
+            t_chunk, k_chunk = [], []
+            for _ in range(samples):
+                out = model.tail(trunk, wanted)
+                if out.tumour_logit is not None:
+                    t_chunk.append(
+                        torch.sigmoid(out.tumour_logit.double().reshape(-1) / temperature)
+                    )
+                if seg and out.seg_logits is not None:
+                    # fp32 and in place: per-sample work must stay small next to the trunk.
+                    z = unpad(out.seg_logits, pad).float()
+                    p = torch.sigmoid(z)
+                    if s1 is None or s2 is None or h_sum is None or union is None:
+                        s1, s2 = torch.zeros_like(p), torch.zeros_like(p)
+                        h_sum, union = torch.zeros_like(p), torch.zeros_like(p[:, 0])
+                        shift = p.clone()  # moments about the first sample: no fp32 cancellation
+                    d = p - shift
+                    s1 += d
+                    s2.addcmul_(d, d)
+                    h_sum += F.softplus(z) - z * p  # binary entropy H(σ(z)) in nats
+                    torch.maximum(union, (z >= 0).any(dim=1).float(), out=union)
+                    if keep_samples:
+                        k_chunk.append(p.clone())
+            if s1 is not None and s2 is not None and h_sum is not None and union is not None:
+                for key, value in zip(
+                    ("shift", "s1", "s2", "h", "union"), (shift, s1, s2, h_sum, union), strict=True
+                ):
+                    acc.setdefault(key, []).append(value)
+            if t_chunk:
+                tumour.append(torch.stack(t_chunk))
+            if k_chunk:
+                kept.append(torch.stack(k_chunk))
+    tumour_samples = torch.cat(tumour, dim=1).numpy() if tumour else None
+    if not acc:
+        zeros = np.zeros(n)
+        return MCResult(
+            samples, None, None, None, None, zeros.astype(np.int64), zeros, tumour_samples
+        )
+    mean_d = torch.cat(acc["s1"]).double() / samples
+    var = (torch.cat(acc["s2"]).double() / samples - mean_d * mean_d).clamp_min(0.0)
+    mean = torch.cat(acc["shift"]).double() + mean_d
+    entropy = binary_entropy(mean)
+    mi = (entropy - torch.cat(acc["h"]).double() / samples).clamp_min(0.0)
+    union_all = torch.cat(acc["union"]).double()[:, None]
+    roi = (
+        F.max_pool2d(union_all, 2 * band + 1, stride=1, padding=band)[:, 0] > 0
+        if band
+        else union_all[:, 0] > 0
+    )
+    roi_pixels = roi.sum(dim=(1, 2))
+    mi_roi = (mi.mean(dim=1) * roi).sum(dim=(1, 2))
+    slice_score = torch.where(roi_pixels > 0, mi_roi / roi_pixels.clamp_min(1), 0.0)
+    return MCResult(
+        samples=samples,
+        probability=mean.float().numpy(),
+        std=var.sqrt().float().numpy(),
+        entropy=entropy.float().numpy(),
+        mutual_information=mi.float().numpy(),
+        roi_pixels=roi_pixels.numpy().astype(np.int64),
+        slice_score=slice_score.numpy().astype(np.float64),
+        tumour_samples=tumour_samples,
+        seg_samples=torch.cat(kept, dim=1).numpy() if kept else None,
+    )
+
+
+def measure_costs(
+    model: MultiTaskNet, size: int, batch: int, samples: int = DEFAULT_SAMPLES, repeats: int = 3
+) -> dict[str, Any]:
+    """Wall-clock cost of MC dropout and Grad-CAM relative to one deterministic pass.
+
+    One random batch ``(batch, in_channels, size, size)``. After a warm-up, each of
+    ``repeats`` rounds times one pass, one tail, MC dropout and Grad-CAM back to back, so a
+    round's ratios share the machine's load of the moment (it is shared); ratios are the
+    median over rounds, seconds the minimum.
+
+    Returns:
+        ``image_size``, ``batch``, ``samples``, ``threads``, ``repeats``, seconds of
+        ``one_pass_s`` (segmentation + tumour), ``mc_s`` (trunk once + ``samples`` tails),
+        ``gradcam_s`` (tumour map, forward + backward), ``tail_fraction`` (one tail / one
+        pass), ``mc_cost_ratio``, ``gradcam_cost_ratio``, and ``naive_mc_cost_ratio``
+        (= ``samples`` full passes).
+    """
+    from tumorscope.inference.gradcam import gradcam
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, model.cfg.in_channels, size, size, generator=gen)
+    tasks = tuple(t for t in _DEFAULT_TASKS if t in model.tasks)
+    model.eval()
+
+    def seconds(fn: Any) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    with torch.no_grad():
+        trunk = model.trunk(x, tasks)
+        steps: dict[str, Any] = {
+            "one": lambda: model(x, tasks),
+            "tail": lambda: model.tail(trunk, tasks),
+        }
+    steps["mc"] = lambda: mc_dropout(model, x, samples=samples, tasks=tasks, batch_size=batch)
+    steps["cam"] = lambda: gradcam(model, x, target="tumour", batch_size=batch)
+    rounds: list[dict[str, float]] = []
+    for r in range(repeats + 1):
+        with torch.no_grad():
+            row = {k: seconds(steps[k]) for k in ("one", "tail")}
+        row.update({k: seconds(steps[k]) for k in ("mc", "cam")})
+        if r:  # round 0 is the warm-up
+            rounds.append(row)
+
+    def ratio(key: str) -> float:
+        return float(np.median([row[key] / row["one"] for row in rounds]))
+
+    def best(key: str) -> float:
+        return min(row[key] for row in rounds)
+
+    return {
+        "image_size": size,
+        "batch": batch,
+        "samples": samples,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "one_pass_s": best("one"),
+        "mc_s": best("mc"),
+        "gradcam_s": best("cam"),
+        "tail_fraction": ratio("tail"),
+        "mc_cost_ratio": ratio("mc"),
+        "gradcam_cost_ratio": ratio("cam"),
+        "naive_mc_cost_ratio": float(samples),
+    }
+
+
+# --------------------------------------------------------------------------- full prediction
+
+
+@dataclass
+class FullResult:
+    """Every head, MC-dropout uncertainty and Grad-CAM for one image or volume.
+
+    Attributes:
+        base: The predictor's deterministic result (``SliceResult`` or ``VolumeResult``).
+        images: ``(N, C, S, S)`` the preprocessed model inputs (N = 1 for a 2D image).
+        slice_index: ``(N,)`` canonical axial index of each slice (volumes), else None.
+        mc: MC-dropout estimates, or None when ``mc_samples == 0``.
+        review_cutoff: Score (nats) above which the case needs review.
+        gradcam_tumour: ``(N, S, S)`` Grad-CAM of the tumour logit in ``[0, 1]``, or None.
+        gradcam_survival: ``(N, S, S)`` Grad-CAM of the patient log-hazard (zero on slices
+            the survival head does not pool), or None.
+        restore: Maps ``(N, K, S, S)`` model-space maps to ``(K, H, W)`` in a 2D input's
+            grid or ``(K, X, Y, Z)`` in a volume's canonical grid.
+        loaded: The canonical volume (volumes only).
+        source: Layout of the volume (``brats``, ``volume``, ...).
+        seed: Seed of the dropout masks.
+        cam_method: ``hirescam`` or ``gradcam`` (``tumorscope.inference.gradcam``).
+    """
+
+    base: Any
+    images: np.ndarray
+    slice_index: np.ndarray | None
+    mc: MCResult | None
+    review_cutoff: float
+    gradcam_tumour: np.ndarray | None
+    gradcam_survival: np.ndarray | None
+    restore: Any
+    loaded: Any = None
+    source: str = "image"
+    seed: int = 0
+    cam_method: str = "hirescam"
+
+    @property
+    def uncertainty_score(self) -> float | None:
+        """The case's score (nats, :data:`SCORE_DEFINITION`), None without MC samples."""
+        return None if self.mc is None else self.mc.case_score()
+
+    @property
+    def needs_review(self) -> bool | None:
+        """True when the score is above the cut-off; None without MC samples."""
+        score = self.uncertainty_score
+        return None if score is None else score > self.review_cutoff
+
+    def uncertainty_json(self) -> dict[str, Any] | None:
+        """The ``uncertainty`` entry of ``<name>.json`` (None without MC samples)."""
+        mc = self.mc
+        if mc is None:
+            return None
+        case = mc.case_tumour_samples()
+        out: dict[str, Any] = {
+            "method": "MC dropout: trunk once per image, dropout tail once per sample",
+            "samples": mc.samples,
+            "seed": self.seed,
+            "score": self.uncertainty_score,
+            "score_unit": "nats",
+            "score_definition": SCORE_DEFINITION,
+            "segmentation_score": mc.segmentation_score(),
+            "review_cutoff": self.review_cutoff,
+            "needs_review": self.needs_review,
+            "tumour_probability_mean": None if case is None else float(case.mean()),
+            "tumour_probability_std": None if case is None else float(case.std()),
+            "tumour_mutual_information": (
+                None if case is None else float(binary_mutual_information(case))
+            ),
+            "maps": list(MAP_NAMES),
+        }
+        if self.slice_index is not None:
+            out["slice_scores"] = {
+                str(int(z)): float(s) for z, s in zip(self.slice_index, mc.slice_score, strict=True)
+            }
+        return out
+
+    def gradcam_json(self) -> dict[str, Any] | None:
+        """The ``gradcam`` entry of ``<name>.json`` (None when not computed)."""
+        if self.gradcam_tumour is None and self.gradcam_survival is None:
+            return None
+        targets = ["tumour logit"] if self.gradcam_tumour is not None else []
+        if self.gradcam_survival is not None:
+            targets.append("patient log-hazard")
+        return {
+            "method": _CAM_DESCRIPTION[self.cam_method],
+            "layer": "model.gradcam_layer (last encoder stage)",
+            "why": "tumorscope.inference.gradcam module docstring",
+            "targets": targets,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The predictor's JSON plus ``uncertainty`` and ``gradcam`` entries."""
+        return {
+            **self.base.to_json(),
+            "uncertainty": self.uncertainty_json(),
+            "gradcam": self.gradcam_json(),
+        }
+
+    def maps(self) -> np.ndarray | None:
+        """``(4, *grid)`` float32 tumour-region maps :data:`MAP_NAMES` in the input's grid
+        (``(4, H, W)`` for a 2D input, canonical ``(4, X, Y, Z)`` for a volume)."""
+        mc = self.mc
+        if mc is None or mc.probability is None:
+            return None
+        k = _tumour_region_index(self.base.regions)
+        assert mc.std is not None and mc.entropy is not None and mc.mutual_information is not None
+        stack = [m[:, k] for m in (mc.probability, mc.std, mc.entropy, mc.mutual_information)]
+        return np.asarray(self.restore(np.stack(stack, axis=1)), dtype=np.float32)
+
+
+MAP_NAMES = ("mean_probability", "std", "entropy", "mutual_information")
+MAP_UNITS = ("probability", "probability", "nats", "nats")
+_CAM_DESCRIPTION = {
+    "hirescam": "HiResCAM: ReLU(sum over channels of gradient x activation) before the "
+    "bottleneck's instance norm (captum LayerGradientXActivation), bilinear, max-scaled",
+    "gradcam": "Grad-CAM (captum LayerGradCam), ReLU, bilinear upsampling, max-scaled",
+}
+
+
+def _tumour_region_index(regions: list[str]) -> int:
+    for name in ("WT", "GTVp"):
+        if name in regions:
+            return regions.index(name)
+    return 0
+
+
+def is_2d_item(item: Any) -> bool:
+    """True for a 2D image input (array ``(H, W)``/``(C<=16, H, W)``, PNG/JPEG, 2D NIfTI)."""
+    from pathlib import Path
+
+    from tumorscope.inference.cli import is_2d_input
+
+    if isinstance(item, np.ndarray):
+        return item.ndim == 2 or (item.ndim == 3 and item.shape[0] <= 16)
+    if isinstance(item, str | Path):
+        return is_2d_input(Path(item))
+    return False
+
+
+def predict_full(
+    predictor: Any,
+    image_or_case: Any,
+    *,
+    mc_samples: int = DEFAULT_SAMPLES,
+    gradcam: bool = True,
+    review_cutoff: float = DEFAULT_REVIEW_CUTOFF,
+    seed: int = 0,
+    cam_method: str = "hirescam",
+    clinical: dict[str, float | None] | None = None,
+    gate_threshold: float | None = None,
+    source: str | None = None,
+) -> FullResult:
+    """All heads, MC-dropout uncertainty and Grad-CAM for a 2D image or a volume.
+
+    Args:
+        predictor: A ``tumorscope.inference.predictor.Predictor``.
+        image_or_case: Anything ``Predictor.predict`` (2D) or ``predict_volume`` takes.
+        mc_samples: Dropout samples (0 = no uncertainty).
+        gradcam: Compute Grad-CAM of the tumour logit and the patient log-hazard.
+        review_cutoff: Score (nats) above which the case needs review.
+        seed: Seed of the dropout masks.
+        cam_method: ``hirescam`` (default) or ``gradcam`` (see ``tumorscope.inference.gradcam``).
+        clinical: Covariates for the survival head (volumes).
+        gate_threshold: Override of the conditional-mask gate.
+        source: Layout name of a ``LoadedCase``.
+
+    Raises:
+        DataError: Unreadable input (from the predictor). ValueError: bad arguments.
+    """
+    import dataclasses
+
+    from tumorscope.data.transforms import preprocess_volume, restore_volume
+    from tumorscope.inference.gradcam import CAM_METHODS, CamMethod
+    from tumorscope.inference.gradcam import gradcam as gradcam_maps
+
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples: must be >= 0, got {mc_samples}")
+    if cam_method not in CAM_METHODS:
+        raise ValueError(f"cam_method: {cam_method!r} is not one of {list(CAM_METHODS)}")
+    method = cast(CamMethod, cam_method)
+    if not review_cutoff >= 0:
+        raise ValueError(f"review_cutoff: must be >= 0 nats, got {review_cutoff}")
+    model = predictor.model
+    loaded, src = None, "image"
+    if is_2d_item(image_or_case):
+        # Private helpers of the predictor: the exact cut it used, so maps align with its mask.
+        from tumorscope.inference.predictor import _cut
+
+        base = predictor.predict(image_or_case, gate_threshold=gate_threshold)
+        image, back, _ = _cut(predictor._read_2d(image_or_case, None, 0, 1), predictor.spec)
+        images, slice_index = image[None], None
+
+        def restore(maps: np.ndarray) -> np.ndarray:
+            return np.asarray(back(maps[0]))
+
+        used = np.arange(1)
+    else:
+        loaded, src, name = predictor.load_volume(image_or_case, source=source)
+        base = predictor.predict_volume(
+            loaded, source=src, clinical=clinical, gate_threshold=gate_threshold
+        )
+        base.name = name
+        slices = preprocess_volume(
+            dataclasses.replace(loaded, mask=None), predictor.spec, source=src, all_slices=True
+        )
+        images, slice_index = slices.images, slices.slice_index
+        shape = tuple(int(s) for s in loaded.image.shape[1:])
+
+        def restore(maps: np.ndarray) -> np.ndarray:
+            return restore_volume(maps, slices, shape)
+
+        chosen = [] if base.risk is None else base.risk.slices_used
+        used = np.nonzero(np.isin(slice_index, chosen))[0]
+    mc = None
+    if mc_samples and images.shape[0]:
+        mc = mc_dropout(
+            model, images, samples=mc_samples, seed=seed, temperature=predictor.temperature
+        )
+    cam_t = cam_s = None
+    if gradcam and images.shape[0]:
+        if model.tumour_head is not None:
+            cam_t = gradcam_maps(model, images, target="tumour", method=method)
+        if model.survival_head is not None and used.size:
+            cam_s = np.zeros((images.shape[0], *images.shape[2:]), dtype=np.float32)
+            cam_s[used] = gradcam_maps(
+                model, images[used], target="survival_patient", method=method
+            )
+    return FullResult(
+        base=base, images=images, slice_index=slice_index, mc=mc, review_cutoff=review_cutoff,
+        gradcam_tumour=cam_t, gradcam_survival=cam_s, restore=restore, loaded=loaded,
+        source=src, seed=seed, cam_method=cam_method,
+    )  # fmt: skip
