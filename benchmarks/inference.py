@@ -187,6 +187,12 @@ def main() -> None:
         },
         "multitask_vs_separate": multitask_vs_separate(predictor, batch, reps),
     }
+    from tumorscope.inference.uncertainty import measure_costs
+
+    # MC-dropout (20 samples, cached trunk) and Grad-CAM cost relative to one pass, same run.
+    costs = measure_costs(predictor.model, s, 16, samples=20, repeats=1 if args.quick else 3)
+    figures["mc_dropout_20_over_1_pass"] = round(costs["mc_cost_ratio"], 2)
+    figures["gradcam_over_1_pass"] = round(costs["gradcam_cost_ratio"], 2)
     print(json.dumps(figures))
 
 

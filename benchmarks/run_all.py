@@ -16,7 +16,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Order matters: cheap, independent figures first.
-SCRIPTS = ["model_size.py", "synthetic.py", "dataset.py", "training.py", "inference.py", "peers.py"]
+SCRIPTS = [
+    "model_size.py",
+    "synthetic.py",
+    "dataset.py",
+    "training.py",
+    "inference.py",
+    "uncertainty.py",
+    "peers.py",
+]
 
 
 def main() -> int:
