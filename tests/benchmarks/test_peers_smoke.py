@@ -1,0 +1,91 @@
+"""Pure helpers of benchmarks/peers_lib.py: radiomics features, budgets, seed-wise metrics."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from peers_lib import (  # noqa: E402
+    Budget,
+    compare,
+    per_seed_mean,
+    radiomics_features,
+    recipe_overrides,
+)
+
+BUDGET = Budget(
+    patients=10,
+    kaggle=4,
+    shape=(16, 16, 16),
+    image_size=32,
+    step_scale=0.1,
+    seeds=1,
+    folds=3,
+    n_boot=50,
+)
+
+
+def test_radiomics_features_hand_computed(tmp_path: Path) -> None:
+    seg = np.zeros((7, 9, 5), dtype=np.int16)
+    seg[1:3, 1:4, 1:3] = 2  # 12 oedema voxels
+    seg[1:3, 1:2, 1:3] = 4  # 4 of them enhancing
+    seg[5, 5, 4] = 1  # one necrotic voxel
+    path = tmp_path / "seg.nii.gz"
+    nib.save(nib.Nifti1Image(seg, np.diag([2.0, 1.0, 1.5, 1.0])), path)
+    img = nib.load(path)
+    vol, enh = radiomics_features(np.asarray(img.dataobj), img.header.get_zooms())
+    assert vol == pytest.approx(13 * 2.0 * 1.0 * 1.5 / 1000.0)
+    assert enh == pytest.approx(4 / 13)
+
+
+def test_radiomics_features_empty_mask() -> None:
+    vol, enh = radiomics_features(np.zeros((3, 4, 5), dtype=np.int16), (1.0, 1.0, 1.0))
+    assert (vol, enh) == (0.0, 0.0)
+
+
+def test_recipe_overrides_load_and_share_one_step_budget() -> None:
+    from tumorscope.config import load_config
+
+    demo = load_config(
+        ROOT / "configs" / "demo.yaml", recipe_overrides("demo", BUDGET, seed=2, fold=1)
+    )
+    image_steps = sum(s.max_steps for s in demo.stages if s.name != "surv_head")
+    assert image_steps == BUDGET.image_steps == 60 + 15 + 30
+    assert (demo.runtime.seed, demo.data.fold, demo.data.n_folds) == (2, 1, 3)
+    for config in ("seg_only", "cls_only", "surv_only"):
+        cfg = load_config(
+            ROOT / "configs" / f"{config}.yaml", recipe_overrides(config, BUDGET, seed=0, fold=0)
+        )
+        assert cfg.stages[0].max_steps == BUDGET.image_steps
+        assert cfg.data.image_size == 32
+
+
+def test_per_seed_mean_matches_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    score, label = rng.normal(size=40), np.tile([0, 1], 20)
+    seed = np.repeat([0, 1], 20)
+    expected = np.mean([roc_auc_score(label[seed == s], score[seed == s]) for s in (0, 1)])
+
+    def auc(s: np.ndarray, y: np.ndarray) -> float:
+        return float(roc_auc_score(y, s))
+
+    assert per_seed_mean(auc)(score, label, seed) == pytest.approx(expected)
+
+
+def test_compare_identical_models_is_a_tie() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.uniform(size=30)
+    seed = np.zeros(30, dtype=int)
+    c = compare(per_seed_mean(np.mean), a, a.copy(), [seed], np.arange(30), n_boot=50)
+    assert c["delta"] == 0.0 and c["delta_ci95"] == [0.0, 0.0]
+    assert c["ratio"] == pytest.approx(1.0)
+    worse = compare(per_seed_mean(np.mean), a, a - 0.1, [seed], np.arange(30), n_boot=50)
+    assert worse["delta"] == pytest.approx(0.1) and worse["a_better"]
