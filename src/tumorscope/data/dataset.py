@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from tumorscope.config import DataConfig
 from tumorscope.data.batch import Batch
 from tumorscope.data.cache import PreparedData
 from tumorscope.data.samplers import BalancedSampler, PatientBagSampler
@@ -281,6 +282,48 @@ def collate(samples: Sequence[Sample]) -> Batch:
     )
 
 
+def train_samplers(
+    ds: SliceDataset, tasks: Sequence[str], *, batch_size: int, seed: int, data: DataConfig
+) -> tuple[BalancedSampler, PatientBagSampler | None]:
+    """The training samplers of a stage: source-balanced slices, and patient bags for survival.
+
+    Args:
+        ds: Training dataset.
+        tasks: The stage's tasks; only slices carrying one of their targets are drawn.
+        batch_size: Slices per batch (bags are topped up to it with balanced draws).
+        seed: Seed of the draw streams.
+        data: ``data`` config (``bag_patients``, ``bag_slices``).
+
+    Returns:
+        ``(balanced, bags)``; ``bags`` is None unless ``survival`` is a task and the split
+        has patients with outcomes.
+    """
+    idx = np.nonzero(ds.eligible(tasks))[0]
+    names = sorted(set(ds.sources))
+
+    def groups(items: np.ndarray) -> np.ndarray:
+        return np.array([names.index(ds.sources[i]) for i in items], dtype=np.int64)
+
+    balanced = BalancedSampler(idx, groups(idx), seed=seed)
+    surv = idx[ds.has_survival[idx]] if "survival" in tasks else idx[:0]
+    if not surv.size:
+        return balanced, None
+    others = [t for t in tasks if t != "survival"]
+    fill_idx = np.nonzero(ds.eligible(others))[0] if others else idx[:0]
+    fill = BalancedSampler(fill_idx, groups(fill_idx), seed=seed + 1) if fill_idx.size else None
+    bags = PatientBagSampler(
+        [ds.patient_ids[i] for i in surv],
+        {p: bool(o[1]) for p, o in ds.outcomes.items()},
+        items=surv,
+        bag_patients=data.bag_patients,
+        bag_slices=data.bag_slices,
+        seed=seed,
+        fill=fill,
+        batch_size=batch_size,
+    )
+    return balanced, bags
+
+
 def make_loader(
     prepared: PreparedData,
     split: str,
@@ -320,27 +363,11 @@ def make_loader(
         shard = idx[rank::world_size].tolist()
         return DataLoader(Subset(ds, shard), batch_size=batch_size, shuffle=False, **kw)
     seed = seed + 7919 * rank  # independent streams per DDP rank
-    names = sorted(set(ds.sources))
-    groups = np.array([names.index(ds.sources[i]) for i in idx], dtype=np.int64)
-    per_rank = -(-idx.size // world_size)
-    balanced = BalancedSampler(idx, groups, seed=seed, num_samples=per_rank)
-    surv = idx[ds.has_survival[idx]] if "survival" in tasks else idx[:0]
-    if surv.size:
-        d = prepared.cfg.data
-        others = [t for t in tasks if t != "survival"]
-        fill_idx = np.nonzero(ds.eligible(others))[0] if others else idx[:0]
-        fill_groups = np.array([names.index(ds.sources[i]) for i in fill_idx], dtype=np.int64)
-        fill = BalancedSampler(fill_idx, fill_groups, seed=seed + 1) if fill_idx.size else None
-        bags = PatientBagSampler(
-            [ds.patient_ids[i] for i in surv],
-            {p: bool(o[1]) for p, o in ds.outcomes.items()},
-            items=surv,
-            bag_patients=d.bag_patients,
-            bag_slices=d.bag_slices,
-            seed=seed,
-            fill=fill,
-            batch_size=batch_size,
-        )
+    balanced, bags = train_samplers(
+        ds, tasks, batch_size=batch_size, seed=seed, data=prepared.cfg.data
+    )
+    balanced.num_samples = -(-balanced.indices.size // world_size)
+    if bags is not None:
         bags.n_batches = -(-bags.n_batches // world_size)
         return DataLoader(ds, batch_sampler=bags, **kw)
     if "survival" in tasks:

@@ -110,39 +110,18 @@ class StageData:
         augmentation is keyed by the position in the global batch, so the shards put
         together are exactly the single-process batch.
         """
-        from tumorscope.data.dataset import collate
-        from tumorscope.data.samplers import BalancedSampler, PatientBagSampler
+        from tumorscope.data.dataset import collate, train_samplers
 
         s = _stage_seed(seed, stage.name)
         ds = self._dataset("train", train=True, seed=s)
-        idx = np.nonzero(ds.eligible(stage.tasks))[0]
-        names = sorted(set(ds.sources))
-        groups = np.array([names.index(ds.sources[i]) for i in idx], dtype=np.int64)
-        surv = idx[ds.has_survival[idx]] if "survival" in stage.tasks else idx[:0]
-        if surv.size:
-            others = [t for t in stage.tasks if t != "survival"]
-            fill_idx = np.nonzero(ds.eligible(others))[0] if others else idx[:0]
-            fill_groups = np.array([names.index(ds.sources[i]) for i in fill_idx], dtype=np.int64)
-            fill = BalancedSampler(fill_idx, fill_groups, seed=s + 1) if fill_idx.size else None
-            d = self.cfg.data
-            bags = PatientBagSampler(
-                [ds.patient_ids[i] for i in surv],
-                {p: bool(o[1]) for p, o in ds.outcomes.items()},
-                items=surv,
-                bag_patients=d.bag_patients,
-                bag_slices=d.bag_slices,
-                seed=s,
-                fill=fill,
-                batch_size=max(stage.batch_size, d.bag_patients * d.bag_slices),
-            )
+        d = self.cfg.data
+        batch_size = max(stage.batch_size, d.bag_patients * d.bag_slices)
+        balanced, bags = train_samplers(ds, stage.tasks, batch_size=batch_size, seed=s, data=d)
 
-            def draw() -> list[int]:
+        def draw() -> list[int]:
+            if bags is not None:
                 return [int(i) for i in bags.next_batch()]
-        else:
-            balanced = BalancedSampler(idx, groups, seed=s)
-
-            def draw() -> list[int]:
-                return [int(i) for i in balanced.draw(stage.batch_size)]
+            return [int(i) for i in balanced.draw(stage.batch_size)]
 
         for _ in range(start_step):  # fast-forward: indices only, no data read
             draw()

@@ -402,7 +402,6 @@ def _save_progress(
     state: _Progress,
 ) -> None:
     sched = scheduler.state_dict()
-    sched.pop("lr_lambdas", None)
     saved = {
         "stage_index": state.stage_index,
         "step": state.step,
