@@ -119,26 +119,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         t0 = time.perf_counter()
-        synthesize(
-            profile="brain-mri",
-            patients=small,
-            out=t / "small",
-            kaggle=4 * small,
-            difficulty="easy",
-            seed=0,
-            shape=shape,
-            workers=2,
-        )
-        synthesize(
-            profile="brain-mri",
-            patients=large,
-            out=t / "large",
-            kaggle=4 * large,
-            difficulty="easy",
-            seed=0,
-            shape=shape,
-            workers=2,
-        )
+        for name, n in (("small", small), ("large", large)):
+            synthesize(
+                profile="brain-mri",
+                patients=n,
+                out=t / name,
+                kaggle=4 * n,
+                difficulty="easy",
+                seed=0,
+                shape=shape,
+                workers=2,
+            )
         figures["synth_seconds"] = round(time.perf_counter() - t0, 1)
         precisions = [("fp32", False)] + (
             [("bf16", False), ("bf16", True)] if bf16_supported() else []

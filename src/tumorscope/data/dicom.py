@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from nibabel.affines import voxel_sizes
-from nibabel.orientations import aff2axcodes
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_rescale
@@ -35,7 +33,7 @@ from tumorscope.data.errors import (
     TruncatedFileError,
     VolumeTooLargeError,
 )
-from tumorscope.data.readers import DEFAULT_MAX_VOXELS, to_canonical
+from tumorscope.data.readers import DEFAULT_MAX_VOXELS, canonical_with_meta
 from tumorscope.data.types import DataError, ImageMeta
 
 logger = logging.getLogger(__name__)
@@ -312,15 +310,4 @@ def read_dicom_series(
     lps[:3, 1] = iop[3:] * row_sp
     lps[:3, 2] = _normal(first) * slice_gap(slices)
     lps[:3, 3] = np.asarray(first.ImagePositionPatient, dtype=np.float64)
-    affine = _LPS_TO_RAS @ lps
-    canon, canon_affine = to_canonical(volume, affine)
-    meta = ImageMeta(
-        path=folder,
-        shape=tuple(int(s) for s in canon.shape),
-        spacing=tuple(float(v) for v in voxel_sizes(canon_affine)),
-        affine=canon_affine,
-        orientation=tuple(str(c) for c in aff2axcodes(affine)),
-        original_affine=affine,
-        original_shape=tuple(int(s) for s in volume.shape),
-    )
-    return canon, meta
+    return canonical_with_meta(volume, _LPS_TO_RAS @ lps, Path(folder))

@@ -269,6 +269,13 @@ def read_nifti(
         if bad:
             raise NonFiniteVoxelError(path, f"{bad} of {data.size} voxels are NaN or Inf")
     affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
+    return canonical_with_meta(data, affine, path)
+
+
+def canonical_with_meta(
+    data: np.ndarray, affine: np.ndarray, path: Path
+) -> tuple[np.ndarray, ImageMeta]:
+    """Reorient ``data`` (stored with ``affine``) to RAS and describe both geometries."""
     canon, canon_affine = to_canonical(data, affine)
     meta = ImageMeta(
         path=path,
