@@ -108,6 +108,31 @@ class Bench:
         self.folds: list[tuple[list[str], list[str]]] = []
         self.table: dict[str, dict[str, float]] = {}
 
+    # ------------------------------------------------------------------ state
+    KEYED = ("seg", "slices", "images")  # stores keyed by tuples
+    PLAIN = ("oof", "train_s", "train_cpu", "ms", "folds", "table")
+
+    def save_state(self, path: Path) -> None:
+        """Write every collected prediction as JSON (re-summarise with ``--from-state``)."""
+        state: dict[str, Any] = {k: getattr(self, k) for k in self.PLAIN}
+        for k in self.KEYED:
+            store = getattr(self, k)
+            state[k] = {n: [[list(key), list(v)] for key, v in d.items()] for n, d in store.items()}
+        path.write_text(json.dumps(state))
+
+    def load_state(self, path: Path) -> None:
+        """Read what :meth:`save_state` wrote."""
+        state = json.loads(path.read_text())
+        for k in self.PLAIN:
+            setattr(self, k, state[k])
+        self.folds = [(list(a), list(b)) for a, b in self.folds]
+        for k in self.KEYED:
+            setattr(
+                self,
+                k,
+                {n: {tuple(key): tuple(v) for key, v in rows} for n, rows in state[k].items()},
+            )
+
     # ------------------------------------------------------------------ training
     def cfg(self, config: str, seed: int, fold: int) -> Any:
         from tumorscope.config import load_config
@@ -366,16 +391,26 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--work", type=Path, default=None, help="keep runs here (default: temp)")
+    parser.add_argument(
+        "--from-state",
+        type=Path,
+        default=None,
+        help="re-summarise the peers-state.json of an earlier run (no data, no training)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     budget = QUICK if args.quick else FULL
     from tumorscope.data.synthetic import synthesize
-    from tumorscope.runtime import resolve_precision
 
     t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
+        bench = Bench(budget, work)
+        if args.from_state is not None:
+            bench.load_state(args.from_state)
+            return report(args, budget, summarise(bench), t0)
         work.mkdir(parents=True, exist_ok=True)
         if not (work / "data" / "brats").is_dir():  # a kept --work folder reuses its data
             synthesize(
@@ -388,9 +423,16 @@ def main() -> int:
                 shape=budget.shape,
                 workers=2,
             )
-        bench = Bench(budget, work)
         bench.run()
+        bench.save_state(args.out / "peers-state.json")
         result = summarise(bench)
+    return report(args, budget, result, t0)
+
+
+def report(args: argparse.Namespace, budget: Budget, result: dict[str, Any], t0: float) -> int:
+    """Write ``peers.json`` / ``peers.md``, print the table and the JSON line."""
+    from tumorscope.runtime import resolve_precision
+
     result = {
         "benchmark": "peers",
         "quick": args.quick,
@@ -419,7 +461,6 @@ def main() -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "cpu_seconds": round(_cpu_seconds(), 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
     (args.out / "peers.md").write_text(md)

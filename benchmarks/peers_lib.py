@@ -25,8 +25,17 @@ from tumorscope.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-# The demo recipe's step counts (configs/demo.yaml); single-task configs use their sum.
-DEMO_STEPS = {"seg_warmup": 600, "cls_head": 150, "joint": 300, "surv_head": 200}
+
+def _demo_steps() -> dict[str, int]:
+    """The demo recipe's step counts, read from ``configs/demo.yaml``."""
+    from tumorscope.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    return {s.name: s.max_steps for s in cfg.stages}
+
+
+# Every peer's budget is a fraction of these; single-task configs use the image stages' sum.
+DEMO_STEPS = _demo_steps()
 IMAGE_STAGES = ("seg_warmup", "cls_head", "joint")
 SINGLE_STAGE = {"seg_only": "seg_only", "cls_only": "cls_only", "surv_only": "surv_only"}
 BRATS_ET = 4  # BraTS enhancing-tumour label (1 NCR, 2 ED, 4 ET)

@@ -58,9 +58,14 @@ def test_recipe_overrides_load_and_share_one_step_budget() -> None:
         ROOT / "configs" / "demo.yaml", recipe_overrides("demo", BUDGET, seed=2, fold=1)
     )
     image_steps = sum(s.max_steps for s in demo.stages if s.name != "surv_head")
-    assert image_steps == BUDGET.image_steps == 60 + 15 + 30
+    assert image_steps == BUDGET.image_steps == 50 + 10 + 25  # demo.yaml: 500, 100, 250
     assert (demo.runtime.seed, demo.data.fold, demo.data.n_folds) == (2, 1, 3)
     for config in ("seg_only", "cls_only", "surv_only"):
+        # Unscaled, each single-task recipe has the demo's image steps.
+        stock = load_config(ROOT / "configs" / f"{config}.yaml")
+        assert stock.stages[0].max_steps == sum(
+            s.max_steps for s in load_config(ROOT / "configs" / "demo.yaml").stages[:3]
+        )
         cfg = load_config(
             ROOT / "configs" / f"{config}.yaml", recipe_overrides(config, BUDGET, seed=0, fold=0)
         )
