@@ -19,8 +19,9 @@ from tumorscope.config import Config, config_from_dict
 from tumorscope.data.cache import load_prepared, prepare
 from tumorscope.data.imagefolder import load_image
 from tumorscope.data.layout import discover, load_case
+from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.splits import load_splits
-from tumorscope.data.transforms import PreprocessSpec, preprocess_image, preprocess_volume
+from tumorscope.data.transforms import preprocess_image, preprocess_volume
 from tumorscope.data.types import DataError
 
 Factory = Callable[..., Path]

@@ -14,9 +14,10 @@ import torch
 
 from tumorscope.config import Config, config_from_dict
 from tumorscope.data.batch import Batch
-from tumorscope.data.cache import PreparedData, prepare
+from tumorscope.data.cache import prepare
 from tumorscope.data.dataset import NpyRows, SliceDataset, collate, make_loader
 from tumorscope.data.imputation import ClinicalImputer
+from tumorscope.data.prepared import PreparedData
 from tumorscope.data.types import DataError
 
 torch.set_num_threads(1)

@@ -12,8 +12,8 @@ import torch
 from monai.transforms import NormalizeIntensity
 
 from tumorscope.config import config_from_dict
+from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.transforms import (
-    PreprocessSpec,
     foreground_mask,
     normalise,
     prepare_image,

@@ -13,9 +13,9 @@ from PIL import Image
 from tumorscope.data.types import DataError
 from tumorscope.inference.cli_extras import write_uncertainty_outputs
 from tumorscope.inference.figure import NOTICE, dice, six_panel, six_panel_figure
+from tumorscope.inference.full import MAP_NAMES
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import RiskResult
-from tumorscope.inference.uncertainty import MAP_NAMES
 
 
 def _panels(truth: bool = True) -> dict[str, object]:

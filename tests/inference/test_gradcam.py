@@ -38,7 +38,8 @@ def _tumour_slices(synth_brain: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """``(images (N, 1, S, S), masks (N, S, S) bool, patient (N,))`` of every tumour slice."""
     from tumorscope.config import load_config
     from tumorscope.data.layout import discover, load_case
-    from tumorscope.data.transforms import PreprocessSpec, preprocess_volume
+    from tumorscope.data.spec import PreprocessSpec
+    from tumorscope.data.transforms import preprocess_volume
 
     cfg = load_config(CONFIGS / "tiny.yaml", [f"data.image_size={IMAGE_SIZE}"])
     spec = PreprocessSpec.from_config(cfg)

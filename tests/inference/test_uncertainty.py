@@ -11,13 +11,12 @@ import pytest
 import torch
 from scipy.special import entr
 
+from tumorscope.inference.full import MAP_NAMES, predict_full
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.uncertainty import (
-    MAP_NAMES,
     binary_mutual_information,
     mc_dropout,
     measure_costs,
-    predict_full,
 )
 from tumorscope.models.multitask import MultiTaskNet, pad_to_multiple, unpad
 from tumorscope.models.registry import create_model, size_config

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from tumorscope.config import DataConfig
 from tumorscope.data.batch import Batch
-from tumorscope.data.cache import PreparedData
+from tumorscope.data.prepared import PreparedData
 from tumorscope.data.samplers import BalancedSampler, PatientBagSampler
 from tumorscope.data.types import DataError
 

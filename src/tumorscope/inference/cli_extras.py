@@ -1,7 +1,7 @@
 """Files behind ``tumorscope predict --mc-samples T --gradcam --figure``.
 
 Writes ``<name>_uncertainty.nii.gz`` (volumes: a 4D file, the last axis holding
-:data:`~tumorscope.inference.uncertainty.MAP_NAMES`, in the input's stored grid and affine)
+:data:`~tumorscope.inference.full.MAP_NAMES`, in the input's stored grid and affine)
 or ``<name>_uncertainty.png`` (2D inputs), ``<name>_gradcam.png`` and ``<name>_figure.png``,
 and returns the fields to merge into ``<name>.json``.
 """
@@ -15,13 +15,8 @@ from typing import Any
 import numpy as np
 
 from tumorscope.data.types import DataError
-from tumorscope.inference.uncertainty import (
-    DEFAULT_REVIEW_CUTOFF,
-    MAP_NAMES,
-    MAP_UNITS,
-    FullResult,
-    predict_full,
-)
+from tumorscope.inference.full import MAP_NAMES, MAP_UNITS, FullResult, predict_full
+from tumorscope.inference.uncertainty import DEFAULT_REVIEW_CUTOFF
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,41 +18,19 @@ import torch
 from safetensors.torch import load_file
 
 from tumorscope.config import Config, config_from_dict
-from tumorscope.data.types import TUMOUR_TYPES, Case, DataError, ImageMeta, LoadedCase
-from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult, to_stored
+from tumorscope.data.types import TUMOUR_TYPES, DataError, LoadedCase
+from tumorscope.inference.domain import image_warnings, volume_warnings
+from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
+from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult
 from tumorscope.training.checkpoint import MANIFEST_FILE, MODEL_FILE, read_manifest
 
 if TYPE_CHECKING:
-    from tumorscope.data.transforms import PreprocessSpec, VolumeSlices
+    from tumorscope.data.transforms import VolumeSlices
     from tumorscope.models.multitask import MultiTaskNet
 
 log = logging.getLogger(__name__)
 
-ImageInput = np.ndarray | str | Path
-VolumeInput = np.ndarray | str | Path | Case | LoadedCase
 NO_SEGMENTATION = "the model has no segmentation head"
-# More channels than any model takes (ModelConfig.in_channels <= 16): a 3D array is a volume.
-_MAX_CHANNELS = 16
-
-
-@dataclass
-class _Image2D:
-    """A 2D input read for the model.
-
-    ``data`` is ``(H, W)`` / ``(C, H, W)`` as given (arrays, PNG/JPEG); ``image`` the first
-    channel in the input's own grid. A NIfTI slice is instead ``volume``: a one-slice
-    canonical volume cut exactly as training slices are, its singleton axis moved from
-    ``axis`` to the last place.
-    """
-
-    data: np.ndarray
-    label: str
-    where: str
-    image: np.ndarray
-    meta: ImageMeta | None = None
-    volume: LoadedCase | None = None
-    axis: int = 2
-    warnings: list[str] = field(default_factory=list)
 
 
 class Predictor:
@@ -69,7 +46,7 @@ class Predictor:
     def __init__(
         self, model: MultiTaskNet, cfg: Config, manifest: dict[str, Any], batch_size: int = 16
     ) -> None:
-        from tumorscope.data.transforms import PreprocessSpec
+        from tumorscope.data.spec import PreprocessSpec
 
         self.model = model.eval()
         self.cfg = cfg
@@ -130,7 +107,7 @@ class Predictor:
             seed: Seed of the weight initialisation (the global RNG is left untouched).
             batch_size: Slices per forward pass.
         """
-        from tumorscope.data.transforms import PreprocessSpec
+        from tumorscope.data.spec import PreprocessSpec
         from tumorscope.models.registry import create_model
 
         with torch.random.fork_rng():
@@ -267,10 +244,10 @@ class Predictor:
         if not images:
             return []
         inputs = [
-            self._read_2d(img, names[i] if names else None, i, len(images))
+            read_2d(img, names[i] if names else None, i, len(images), self.spec)
             for i, img in enumerate(images)
         ]
-        cuts = [_cut(x, self.spec) for x in inputs]
+        cuts = [cut(x, self.spec) for x in inputs]
         out = self.forward_slices(np.stack([c[0] for c in cuts]))
         probs = self.slice_probability(out)
         results = []
@@ -308,52 +285,6 @@ class Predictor:
         e = np.exp(z - z.max())
         return {t: float(v) for t, v in zip(TUMOUR_TYPES, e / e.sum(), strict=True)}
 
-    def _read_2d(self, img: ImageInput, name: str | None, i: int, n: int) -> _Image2D:
-        """Read and check the ``i``-th of ``n`` 2D inputs (``name`` overrides the default)."""
-        from tumorscope.data.imagefolder import load_image
-        from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path
-
-        n_ch = len(self.spec.channels)
-        if isinstance(img, np.ndarray):
-            label = name or ("array" if n == 1 else f"array_{i}")
-            shape = tuple(img.shape)
-            if img.ndim == 4 or (img.ndim == 3 and shape[0] > _MAX_CHANNELS):
-                raise DataError(
-                    label,
-                    f"array of shape {shape} is a 3D volume where a 2D image is expected; "
-                    "use predict_volume",
-                )
-            if img.ndim == 3 and shape[0] not in (1, 3, n_ch):
-                raise DataError(
-                    label,
-                    f"image has {shape[0]} channels; the model takes {n_ch} "
-                    f"({', '.join(self.spec.channels)}) or a greyscale (H, W) image",
-                )
-            if img.ndim not in (2, 3):
-                raise DataError(label, f"array of shape {shape} is not (H, W) or (C, H, W)")
-            if not np.issubdtype(img.dtype, np.number) or not np.isfinite(img).all():
-                raise DataError(label, "image holds NaN, Inf or non-numeric values")
-            data = img.astype(np.float32)
-            if data.ndim == 2:
-                grey = data
-            else:  # an RGB array is averaged to grey by preprocessing; show what the model sees
-                grey = data.mean(axis=0) if shape[0] == 3 and n_ch != 3 else data[0]
-            return _Image2D(data=data, label=label, where=label, image=grey)
-        path = Path(img)
-        stem = name or _stem(path)
-        if not path.exists():
-            raise DataError(path, "no such file")
-        if path.is_dir():
-            raise DataError(path, "is a folder; use predict_volume for case or DICOM folders")
-        if is_nifti_path(path):
-            return _read_nifti_2d(path, stem, self.spec)
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(
-                path, f"unsupported file type {path.suffix!r}: expected PNG, JPEG or NIfTI"
-            )
-        arr, _ = load_image(path)
-        return _Image2D(data=arr, label=stem, where=str(path), image=arr)
-
     # ------------------------------------------------------------------ 3D
     def load_volume(
         self, case: VolumeInput, *, source: str | None = None, affine: np.ndarray | None = None
@@ -371,17 +302,17 @@ class Predictor:
         Raises:
             DataError: Unreadable input or channels that do not match the model.
         """
-        loaded, src, name, _ = _load_volume(case, self.spec, source=source, affine=affine)
+        loaded, src, name, _ = load_volume(case, self.spec, source=source, affine=affine)
         return loaded, src, name
 
     def predict_full(self, image_or_case: Any, **kwargs: Any) -> Any:
         """All heads plus MC-dropout uncertainty and Grad-CAM for a 2D image or a volume.
 
-        A thin front to :func:`tumorscope.inference.uncertainty.predict_full` (keyword
+        A thin front to :func:`tumorscope.inference.full.predict_full` (keyword
         arguments: ``mc_samples``, ``gradcam``, ``review_cutoff``, ``seed``, ``cam_method``,
         ``clinical``, ``gate_threshold``, ``source``); returns its ``FullResult``.
         """
-        from tumorscope.inference.uncertainty import predict_full
+        from tumorscope.inference.full import predict_full
 
         return predict_full(self, image_or_case, **kwargs)
 
@@ -413,7 +344,7 @@ class Predictor:
         from tumorscope.data.transforms import preprocess_volume, restore_volume
 
         gate = self._gate(gate_threshold)
-        loaded, src, name, warnings = _load_volume(case, self.spec, source=source, affine=affine)
+        loaded, src, name, warnings = load_volume(case, self.spec, source=source, affine=affine)
         if not np.isfinite(loaded.image).all():
             raise DataError(loaded.meta.path, "volume holds NaN or Inf values")
         # A mask that came with a LoadedCase must not steer the slice choice: prediction is blind.
@@ -536,362 +467,3 @@ class Predictor:
         if result.meta is None:
             raise ValueError(f"{result.name}: result has no input geometry to write the mask in")
         return write_like(result.label_map(), result.meta, path)
-
-
-def _stem(path: Path) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
-
-
-# --------------------------------------------------------------------------- 2D inputs
-
-
-def _read_nifti_2d(path: Path, label: str, spec: PreprocessSpec) -> _Image2D:
-    """Read a 2D NIfTI (``(X, Y)`` or a volume with one singleton axis) as one slice."""
-    import nibabel as nib
-
-    from tumorscope.data.errors import DimensionError
-    from tumorscope.data.readers import read_nifti, to_canonical
-
-    try:
-        canon, meta = read_nifti(path)
-    except DimensionError:
-        # The readers take 3D files only; a pure 2D file is read as (X, Y, 1) here.
-        try:
-            img = nib.load(path)
-            raw = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
-            affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
-        except Exception as e:  # nibabel raises many types on odd files; report, never crash
-            raise DataError(path, f"NIfTI cannot be read ({type(e).__name__}: {e})") from None
-        if raw.ndim != 2:
-            raise DataError(
-                path, f"expected a 2D image, got {raw.ndim} dimensions {raw.shape}"
-            ) from None
-        if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
-            raise DataError(path, "voxel-to-world affine is singular") from None
-        stored = np.asarray(raw, dtype=np.float32)[:, :, None]
-        canon, canon_affine = to_canonical(stored, affine)
-        meta = ImageMeta(
-            path=path,
-            shape=tuple(int(s) for s in canon.shape),
-            spacing=tuple(float(v) for v in np.sqrt((canon_affine[:3, :3] ** 2).sum(0))),
-            affine=canon_affine,
-            original_affine=affine,
-            original_shape=stored.shape,
-        )
-    if not np.isfinite(canon).all():
-        raise DataError(path, "image holds NaN or Inf values")
-    singles = [k for k, s in enumerate(canon.shape) if s == 1]
-    if not singles:
-        raise DataError(
-            path, f"expected a 2D image, got a 3D volume of shape {canon.shape}; use predict_volume"
-        )
-    axis = 2 if 2 in singles else singles[0]
-    plane = np.moveaxis(np.asarray(canon, dtype=np.float32), axis, 2)
-    volume, warnings = _single_channel(plane, meta, spec)
-    if axis != 2:
-        warnings.append(f"slice is not axial (stored orientation {''.join(meta.orientation)})")
-    stored = to_stored(canon, meta)
-    return _Image2D(
-        data=plane[:, :, 0],
-        label=label,
-        where=str(path),
-        image=stored.reshape(_plane_shape(stored.shape)),
-        meta=meta,
-        volume=volume,
-        axis=axis,
-        warnings=warnings,
-    )
-
-
-def _plane_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    """Stored shape without singleton axes (kept 2D: the first axes when more are 1)."""
-    kept = tuple(s for s in shape if s != 1)
-    return kept if len(kept) == 2 else tuple(shape[:2])
-
-
-def _cut(
-    x: _Image2D, spec: PreprocessSpec
-) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], int]:
-    """Model input ``(C, S, S)`` of a 2D input, the map of ``(R, S, S)`` outputs back to the
-    input's grid ``(R, H, W)``, and the side in pixels of the square crop."""
-    from tumorscope.data.transforms import (
-        prepare_image,
-        preprocess_volume,
-        restore_image_mask,
-        restore_volume,
-    )
-
-    if x.volume is None:
-        prep = prepare_image(x.data, spec, path=x.where)
-        return prep.image, lambda seg: restore_image_mask(seg, prep.restore), prep.restore.box[2]
-    # A NIfTI slice is cut as a one-slice volume, so it matches training slices exactly.
-    one = dataclasses.replace(spec, min_foreground_fraction=0.0)
-    slices = preprocess_volume(x.volume, one, source="volume", all_slices=True)
-    meta, axis, shape = x.meta, x.axis, x.volume.image.shape[1:]
-
-    def back(seg: np.ndarray) -> np.ndarray:
-        canon = np.moveaxis(restore_volume(seg[None], slices, shape), 3, axis + 1)
-        stored = canon if meta is None else to_stored(canon, meta)
-        return stored.reshape(seg.shape[0], *_plane_shape(stored.shape[1:]))
-
-    return slices.images[0], back, slices.restore.box[2]
-
-
-# --------------------------------------------------------------------------- 3D inputs
-
-
-def _load_volume(
-    case: VolumeInput, spec: PreprocessSpec, *, source: str | None, affine: np.ndarray | None
-) -> tuple[LoadedCase, str, str, list[str]]:
-    """Read any volume input into a canonical :class:`LoadedCase` with the spec's channels.
-
-    Returns:
-        ``(loaded, source layout, name, warnings)``.
-    """
-    from tumorscope.data import brats
-    from tumorscope.data.layout import discover, load_case
-    from tumorscope.data.readers import is_nifti_path
-
-    channels, missing = spec.channels, spec.missing_channels
-    if isinstance(case, LoadedCase):
-        if case.image.ndim != 4 or case.image.shape[0] != len(channels):
-            raise DataError(
-                case.meta.path,
-                f"image shape {case.image.shape} is not (C={len(channels)}, X, Y, Z)",
-            )
-        return case, source or "volume", _stem(case.meta.path), []
-    if isinstance(case, np.ndarray):
-        loaded, notes = _array_volume(case, spec, affine)
-        return loaded, source or "volume", "array", notes
-    if isinstance(case, Case):
-        return (
-            load_case(case, channels, missing=missing, with_mask=False),
-            case.source,
-            case.patient_id,
-            [],
-        )
-    path = Path(case)
-    if not path.exists():
-        raise DataError(path, "no such file or folder")
-    if path.is_file():
-        if not is_nifti_path(path):
-            raise DataError(path, "a volume must be a NIfTI file, a case folder or a DICOM folder")
-        loaded, notes = _nifti_volume(path, spec)
-        return loaded, source or "volume", _stem(path), notes
-    if brats.is_case_folder(path):
-        c, problems = brats.read_case(path)
-        if c is None:
-            raise problems[0] if problems else DataError(path, "not a readable BraTS case folder")
-        return load_case(c, channels, missing=missing, with_mask=False), c.source, path.name, []
-    ct, pet = sorted(path.glob("*__CT.nii.gz")), sorted(path.glob("*__PT.nii.gz"))
-    if len(ct) == 1 and len(pet) == 1:
-        pid = ct[0].name[: -len("__CT.nii.gz")]
-        c = Case(patient_id=pid, source="hecktor", channels={"ct": ct[0], "pet": pet[0]})
-        return load_case(c, channels, missing=missing, with_mask=False), "hecktor", path.name, []
-    index = discover([path])
-    cases = index.cases
-    warnings: list[str] = []
-    if cases and all(c.source == "dicom" for c in cases):
-        found = {ch: p for c in cases for ch, p in c.channels.items()}
-        if len(cases) > 1 and len(found) < len(cases):
-            raise DataError(
-                path, f"{len(cases)} DICOM series of the same modality; expected one per channel"
-            )
-        if len(found) == 1 and len(channels) == 1 and channels[0] not in found:
-            modality = next(iter(found))
-            warnings.append(
-                f"DICOM {modality.upper()} series taken as the model's {channels[0]} channel"
-            )
-            found = {channels[0]: next(iter(found.values()))}
-        cases = [Case(patient_id=path.name, source="dicom", channels=found)]
-    if len(cases) != 1:
-        what = f"{len(cases)} cases" if cases else "no case"
-        raise DataError(
-            path, f"expected one case folder (BraTS, HECKTOR or DICOM series), found {what}"
-        )
-    return (
-        load_case(cases[0], channels, missing=missing, with_mask=False),
-        cases[0].source,
-        path.name,
-        warnings,
-    )
-
-
-def _single_channel(
-    arr: np.ndarray, meta: ImageMeta, spec: PreprocessSpec
-) -> tuple[LoadedCase, list[str]]:
-    """A one-channel canonical volume placed into the spec's channels."""
-    from tumorscope.data.transforms import IMAGE_CHANNEL
-
-    channels = spec.channels
-    if len(channels) == 1:
-        return LoadedCase(arr[None].astype(np.float32), None, meta, (True,)), []
-    if spec.missing_channels != "zero_fill" or IMAGE_CHANNEL not in channels:
-        raise DataError(
-            meta.path,
-            f"volume has 1 channel; the model takes {len(channels)} ({', '.join(channels)}): "
-            "pass a case folder",
-        )
-    k = channels.index(IMAGE_CHANNEL)
-    image = np.zeros((len(channels), *arr.shape), dtype=np.float32)
-    image[k] = arr
-    present = tuple(i == k for i in range(len(channels)))
-    return LoadedCase(image, None, meta, present), [f"single volume taken as {IMAGE_CHANNEL}"]
-
-
-def _nifti_volume(path: Path, spec: PreprocessSpec) -> tuple[LoadedCase, list[str]]:
-    from tumorscope.data.readers import read_nifti
-
-    arr, meta = read_nifti(path)
-    return _single_channel(np.asarray(arr, dtype=np.float32), meta, spec)
-
-
-def _array_volume(
-    array: np.ndarray, spec: PreprocessSpec, affine: np.ndarray | None
-) -> tuple[LoadedCase, list[str]]:
-    """``(X, Y, Z)`` / ``(C, X, Y, Z)`` array with a stored-orientation affine → canonical."""
-    from nibabel.affines import voxel_sizes
-    from nibabel.orientations import aff2axcodes
-
-    from tumorscope.data.readers import to_canonical
-
-    n_ch = len(spec.channels)
-    where = Path("array")
-    a = np.asarray(array)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4 or a.shape[0] not in (1, n_ch):
-        raise DataError(
-            where,
-            f"volume of shape {array.shape} is not (X, Y, Z) or (C={n_ch}, X, Y, Z)",
-        )
-    if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
-        raise DataError(where, "volume holds NaN, Inf or non-numeric values")
-    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
-    if aff.shape != (4, 4) or abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12:
-        raise DataError(where, f"affine must be a non-singular 4×4 matrix, got {aff.tolist()}")
-    canon = [to_canonical(np.asarray(c, dtype=np.float32), aff) for c in a]
-    canon_affine = canon[0][1]
-    meta = ImageMeta(
-        path=where,
-        shape=tuple(int(s) for s in canon[0][0].shape),
-        spacing=tuple(float(v) for v in voxel_sizes(canon_affine)),
-        affine=canon_affine,
-        orientation=tuple(str(c) for c in aff2axcodes(aff)),
-        original_affine=aff,
-        original_shape=tuple(int(s) for s in a.shape[1:]),
-    )
-    if a.shape[0] == 1:
-        return _single_channel(canon[0][0], meta, spec)
-    image = np.stack([c[0] for c in canon]).astype(np.float32)
-    return LoadedCase(image, None, meta, (True,) * n_ch), []
-
-
-# --------------------------------------------------------------------------- domain check
-# The manifest holds no training-cohort intensity/spacing statistics, so "far from training"
-# is judged against what the spec implies (channels, profile, crop, input size) and ranges
-# any scan of the profile falls in. In-plane spacing (mm) per profile:
-PLAUSIBLE_SPACING_MM: dict[str, tuple[float, float]] = {
-    "brain-mri": (0.3, 6.0),
-    "petct": (0.3, 8.0),
-}
-# In-plane extent (mm) of the brain/body foreground: a brain is ~120–200 mm across.
-PLAUSIBLE_EXTENT_MM: dict[str, tuple[float, float]] = {
-    "brain-mri": (80.0, 280.0),
-    "petct": (40.0, 700.0),
-}
-MAX_SLICE_THICKNESS_MM = 10.0
-MAX_UPSAMPLING = 4.0
-MIN_DISTINCT_VALUES = 8
-MAX_NEGATIVE_FRACTION = 0.05
-_MRI_CHANNELS = frozenset({"flair", "t1", "t1ce", "t2"})
-
-
-def _sample(x: np.ndarray, n: int = 200_000) -> np.ndarray:
-    flat = np.asarray(x).reshape(-1)
-    return flat[:: max(1, flat.size // n)]
-
-
-def channel_warnings(name: str, values: np.ndarray) -> list[str]:
-    """Intensity checks of one channel's raw values against its modality.
-
-    Args:
-        name: Canonical channel name (``flair``, ``ct``, ``pet``, ...).
-        values: The channel's intensities, any shape.
-
-    Returns:
-        Human-readable warnings (empty when nothing is off).
-    """
-    v = _sample(values).astype(np.float64)
-    lo, hi = float(v.min()), float(v.max())
-    if hi == lo:
-        return [f"channel {name} is constant ({lo:g}): nothing to see"]
-    out = []
-    distinct = np.unique(v).size
-    if distinct <= MIN_DISTINCT_VALUES:
-        out.append(
-            f"channel {name} has only {distinct} distinct values: a label mask, not an image?"
-        )
-    negative = float((v < 0).mean())
-    if name in _MRI_CHANNELS and negative > MAX_NEGATIVE_FRACTION:
-        out.append(
-            f"channel {name}: {negative:.0%} of values are negative; MRI magnitudes are not "
-            "(already normalised, or not MRI?)"
-        )
-    if name == "ct" and (lo > -100.0 or hi < 100.0):
-        out.append(f"channel ct spans [{lo:g}, {hi:g}]: does not look like Hounsfield units")
-    if name == "pet" and negative > MAX_NEGATIVE_FRACTION:
-        out.append(f"channel pet: {negative:.0%} of values are negative; SUV/activity are not")
-    return out
-
-
-def image_warnings(data: np.ndarray, side: int, spec: PreprocessSpec) -> list[str]:
-    """Domain check of one 2D input (``(H, W)`` or ``(C, H, W)``; ``side`` of its square crop)."""
-    from tumorscope.data.transforms import IMAGE_CHANNEL
-
-    if data.ndim == 2 or (data.shape[0] != len(spec.channels)):
-        grey = data if data.ndim == 2 else data.mean(axis=0)
-        out = channel_warnings(IMAGE_CHANNEL, grey)
-        absent = [c for c in spec.channels if c != IMAGE_CHANNEL]
-        if absent:
-            out.append(f"greyscale image: channels {absent} zero-filled")
-    else:
-        out = [w for c, name in enumerate(spec.channels) for w in channel_warnings(name, data[c])]
-    if side * MAX_UPSAMPLING < spec.image_size:
-        out.append(
-            f"foreground is {side} px across, upsampled more than {MAX_UPSAMPLING:g}× "
-            f"to the model's {spec.image_size} px input"
-        )
-    return out
-
-
-def volume_warnings(loaded: LoadedCase, slices: VolumeSlices, spec: PreprocessSpec) -> list[str]:
-    """Domain check of a volume: spacing, foreground extent, channels, intensities, slices."""
-    out = []
-    sx, sy, sz = (float(s) for s in loaded.meta.spacing[:3])
-    lo, hi = PLAUSIBLE_SPACING_MM.get(spec.profile, (0.1, 10.0))
-    if not (lo <= sx <= hi and lo <= sy <= hi):
-        out.append(f"in-plane spacing ({sx:.3g}, {sy:.3g}) mm is outside {lo:g}–{hi:g} mm")
-    if sz > MAX_SLICE_THICKNESS_MM:
-        out.append(f"slice spacing {sz:.3g} mm is above {MAX_SLICE_THICKNESS_MM:g} mm")
-    if slices.slice_index.size:
-        extent = slices.restore.box[2] / (1.0 + spec.crop_margin) * (sx + sy) / 2.0
-        lo, hi = PLAUSIBLE_EXTENT_MM.get(spec.profile, (0.0, np.inf))
-        if not lo <= extent <= hi:
-            out.append(
-                f"foreground is {extent:.0f} mm across, outside the {lo:g}–{hi:g} mm of a "
-                f"{spec.profile} scan (wrong spacing in the header, or another body part?)"
-            )
-    present = loaded.channel_present or (True,) * len(spec.channels)
-    for c, name in enumerate(spec.channels):
-        if present[c]:
-            out.extend(channel_warnings(name, loaded.image[c]))
-        else:
-            out.append(f"channel {name} is absent and zero-filled")
-    if slices.slice_index.size < 3:
-        out.append(f"only {slices.slice_index.size} slice(s) inside the brain/body mask")
-    return out
