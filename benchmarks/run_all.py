@@ -44,9 +44,9 @@ def main() -> int:
         cmd = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # stderr (progress logs) streams through; stdout is kept for the JSON line.
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
         seconds = time.perf_counter() - t0
-        sys.stderr.write(proc.stderr[-4000:])
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
         if proc.returncode != 0 or not lines:
             failed.append(name)
