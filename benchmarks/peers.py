@@ -31,6 +31,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,9 @@ LABELS = {
 class Bench:
     """State of one benchmark run: data, cache and every collected prediction."""
 
-    def __init__(self, budget: Budget, work: Path) -> None:
+    def __init__(self, budget: Budget, work: Path, extra: Sequence[str] = ()) -> None:
         self.b = budget
+        self.extra = list(extra)  # --set overrides of tumorscope's multi-task runs
         self.work = work
         self.data = [work / "data"]
         self.cache = work / "cache"
@@ -138,7 +140,8 @@ class Bench:
         from tumorscope.config import load_config
 
         path = ROOT / "configs" / f"{config}.yaml"
-        return load_config(path, overrides=recipe_overrides(config, self.b, seed=seed, fold=fold))
+        overrides = recipe_overrides(config, self.b, seed=seed, fold=fold)
+        return load_config(path, overrides=overrides + (self.extra if config == "demo" else []))
 
     def train_tumorscope(self, config: str, seed: int, fold: int) -> tuple[Any, dict[str, Any]]:
         from tumorscope.inference.predictor import Predictor
@@ -238,12 +241,14 @@ class Bench:
         slices = preprocess_volume(loaded, pred.spec, source=case.source, all_slices=True)
         return ms_per_slice(pred.forward_slices, slices.images[:TIMED_SLICES])
 
-    def run(self) -> None:
+    def run(self, *, survival_only: bool = False) -> None:
+        """Train and collect every peer; ``survival_only``: tumorscope's folds and the
+        survival references alone (no image peers, no single-task runs)."""
         from tumorscope.training.data import StageData
 
         # Build the shared preprocessing cache first: no peer's training time includes it.
         StageData.build(data=self.data, cfg=self.cfg("demo", 0, 0), cache=self.cache)
-        for seed in range(self.b.seeds):
+        for seed in range(0 if survival_only else self.b.seeds):
             for config in ("demo", "seg_only", "cls_only"):
                 pred, splits = self.train_tumorscope(config, seed, 0)
                 name = "tumorscope" if config == "demo" else config
@@ -256,10 +261,12 @@ class Bench:
                 pred, splits = self.train_peer(kind, seed)
                 self.collect(kind, pred, splits, seed, test=True, oof=False)
         for fold in range(self.b.folds):
-            if fold > 0:
+            if fold > 0 or survival_only:
                 pred, splits = self.train_tumorscope("demo", 0, fold)
                 self.collect("tumorscope", pred, splits, 0, test=False, oof=True)
                 self.folds.append((list(splits["train"]), list(splits["val"])))
+            if survival_only:
+                continue
             pred, splits = self.train_tumorscope("surv_only", 0, fold)
             self.collect("surv_only", pred, splits, 0, test=False, oof=True)
         table = radiomics_table(self.data)
@@ -292,14 +299,15 @@ def summarise(bench: Bench) -> dict[str, Any]:
 
     peers: dict[str, dict[str, Any]] = {n: {"label": LABELS[n]} for n in LABELS}
     comparisons: list[dict[str, Any]] = []
+    image_peers = bool(bench.seg)  # False for a --survival-only run
     # ---- segmentation
-    for name in ("tumorscope", "seg_only", "monai_basicunet"):
+    for name in ("tumorscope", "seg_only", "monai_basicunet") if image_peers else ():
         keys = keys_of(bench.seg, [name])
         seeds = np.asarray([k[0] for k in keys])
         groups = np.asarray([k[1] for k in keys], dtype=object)
         for col, key in ((0, "dice"), (1, "hd95_mm")):
             peers[name][key] = figure_ci(mean, [seg_arrays(name, keys, col), seeds], groups, nb)
-    for peer in ("monai_basicunet", "seg_only"):
+    for peer in ("monai_basicunet", "seg_only") if image_peers else ():
         keys = keys_of(bench.seg, ["tumorscope", peer])
         seeds = np.asarray([k[0] for k in keys])
         groups = np.asarray([k[1] for k in keys], dtype=object)
@@ -312,7 +320,8 @@ def summarise(bench: Bench) -> dict[str, Any]:
                 )
             comparisons.append({"metric": key, "peer": peer, **c})
     # ---- classification: slices of test volumes, and the Kaggle-style folder
-    for store, key in ((bench.slices, "slice_auc"), (bench.images, "kaggle_auc")):
+    stores = ((bench.slices, "slice_auc"), (bench.images, "kaggle_auc")) if image_peers else ()
+    for store, key in stores:
         for name in ("tumorscope", "cls_only", "monai_densenet121"):
             keys = keys_of(store, [name])
             lab = np.asarray([store[name][k][1] for k in keys])
@@ -344,7 +353,7 @@ def summarise(bench: Bench) -> dict[str, Any]:
     for name, r in risks.items():
         peers[name]["c_index_harrell"] = figure_ci(harrell_c_index, [r, t, e], groups, nb)
         peers[name]["c_index_uno"] = figure_ci(uno, [r, t, e], groups, nb)
-    for peer in ("radiomics_cox", "surv_only", "oracle"):
+    for peer in [n for n in ("radiomics_cox", "surv_only", "oracle") if n in risks]:
         c = compare(harrell_c_index, risks["tumorscope"], risks[peer], [t, e], groups, n_boot=nb)
         comparisons.append({"metric": "c_index_harrell", "peer": peer, **c})
     for name, secs in bench.train_s.items():
@@ -354,16 +363,17 @@ def summarise(bench: Bench) -> dict[str, Any]:
         peers[name]["infer_ms_per_slice"] = round(ms, 2)
 
     def cmp(metric: str, peer: str) -> dict[str, Any]:
-        return next(c for c in comparisons if c["metric"] == metric and c["peer"] == peer)
+        found = (c for c in comparisons if c["metric"] == metric and c["peer"] == peer)
+        return next(found, {})  # absent in a --survival-only run: its goals are None
 
     goals = {
-        "dice_ge_monai_basicunet": cmp("dice", "monai_basicunet")["a_better"],
-        "slice_auc_ge_densenet121": cmp("slice_auc", "monai_densenet121")["a_better"],
-        "kaggle_auc_ge_densenet121": cmp("kaggle_auc", "monai_densenet121")["a_better"],
-        "c_index_ge_radiomics_cox": cmp("c_index_harrell", "radiomics_cox")["a_better"],
-        "multitask_dice_non_inferior": cmp("dice", "seg_only").get("non_inferior", False),
-        "multitask_slice_auc_ge_cls_only": cmp("slice_auc", "cls_only")["a_better"],
-        "multitask_kaggle_auc_ge_cls_only": cmp("kaggle_auc", "cls_only")["a_better"],
+        "dice_ge_monai_basicunet": cmp("dice", "monai_basicunet").get("a_better"),
+        "slice_auc_ge_densenet121": cmp("slice_auc", "monai_densenet121").get("a_better"),
+        "kaggle_auc_ge_densenet121": cmp("kaggle_auc", "monai_densenet121").get("a_better"),
+        "c_index_ge_radiomics_cox": cmp("c_index_harrell", "radiomics_cox").get("a_better"),
+        "multitask_dice_non_inferior": cmp("dice", "seg_only").get("non_inferior"),
+        "multitask_slice_auc_ge_cls_only": cmp("slice_auc", "cls_only").get("a_better"),
+        "multitask_kaggle_auc_ge_cls_only": cmp("kaggle_auc", "cls_only").get("a_better"),
     }
     return {
         "peers": peers,
@@ -397,6 +407,18 @@ def main() -> int:
         default=None,
         help="re-summarise the peers-state.json of an earlier run (no data, no training)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override of tumorscope's multi-task runs (repeatable)",
+    )
+    parser.add_argument(
+        "--survival-only",
+        action="store_true",
+        help="tumorscope's survival folds, radiomics + Cox and the oracle alone",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
@@ -407,7 +429,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        bench = Bench(budget, work)
+        bench = Bench(budget, work, extra=args.set)
         if args.from_state is not None:
             bench.load_state(args.from_state)
             return report(args, budget, summarise(bench), t0)
@@ -423,7 +445,7 @@ def main() -> int:
                 shape=budget.shape,
                 workers=2,
             )
-        bench.run()
+        bench.run(survival_only=args.survival_only)
         bench.save_state(args.out / "peers-state.json")
         result = summarise(bench)
     return report(args, budget, result, t0)
@@ -436,6 +458,8 @@ def report(args: argparse.Namespace, budget: Budget, result: dict[str, Any], t0:
     result = {
         "benchmark": "peers",
         "quick": args.quick,
+        "tumorscope_overrides": args.set,
+        "survival_only": args.survival_only,
         "data": {
             "preset": "standard",
             "profile": "brain-mri",

@@ -421,7 +421,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"(tumorscope stages {b['tumorscope_stages']}), {b['precision']}; segmentation and "
         f"classification over {b['seeds']} seed(s) on each seed's test split, survival "
         f"out-of-fold over {b['survival_folds']} folds ({result['survival_patients']} patients). "
-        "95% CIs: patient-level bootstrap. tumorscope is one model; the peers are three.",
+        "95% CIs: patient-level bootstrap. tumorscope is one model; the peers are three."
+        + (
+            f" tumorscope overrides: {' '.join(result['tumorscope_overrides'])}."
+            if result.get("tumorscope_overrides")
+            else ""
+        )
+        + (" Survival only." if result.get("survival_only") else ""),
         "",
         "| peer | " + " | ".join(c[1] for c in cols) + " |",
         "|---" * (len(cols) + 1) + "|",
