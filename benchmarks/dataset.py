@@ -215,8 +215,7 @@ def main() -> None:
             cmd += ["--config", str(args.config), "--batch-size", str(args.batch_size)]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             result["iterate"][reader] = json.loads(res.stdout.strip().splitlines()[-1])
-        print(json.dumps(result, indent=1))
-        print(json.dumps(result))  # the last line: one JSON object (run_all.py reads it)
+        print(json.dumps(result))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -48,6 +48,8 @@ def main() -> int:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
         seconds = time.perf_counter() - t0
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+        if len(lines) > 1:  # what a script prints before its JSON line (the peer tables)
+            print(proc.stdout.rstrip().rsplit("\n", 1)[0], flush=True)
         if proc.returncode != 0 or not lines:
             failed.append(name)
             print(f"   failed (exit {proc.returncode}) after {seconds:.0f} s", flush=True)

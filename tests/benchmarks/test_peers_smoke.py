@@ -94,3 +94,47 @@ def test_compare_identical_models_is_a_tie() -> None:
     assert c["ratio"] == pytest.approx(1.0)
     worse = compare(per_seed_mean(np.mean), a, a - 0.1, [seed], np.arange(30), n_boot=50)
     assert worse["delta"] == pytest.approx(0.1) and worse["a_better"]
+
+
+def test_survival_only_summary_and_state_round_trip(tmp_path: Path) -> None:
+    """A survival-only run: C-indices match lifelines, image goals are None, and the saved
+    state re-summarises to the same result (``--from-state``)."""
+    from lifelines.utils import concordance_index
+    from peers import Bench, summarise
+
+    rng = np.random.default_rng(3)
+    pids = [f"p{i:02d}" for i in range(40)]
+    risk = rng.normal(size=40)
+    time = np.ceil(rng.exponential(np.exp(-risk)) * 300)
+    event = rng.random(40) < 0.7
+    noisy = risk + rng.normal(size=40)
+    bench = Bench(BUDGET, tmp_path)
+    bench.table = {
+        p: {"time": float(t), "event": float(e), "true_risk": float(r)}
+        for p, t, e, r in zip(pids, time, event, risk, strict=True)
+    }
+    bench.oof = {
+        "tumorscope": dict(zip(pids, noisy.tolist(), strict=True)),
+        "radiomics_cox": dict(zip(pids, (-risk).tolist(), strict=True)),
+        "oracle": dict(zip(pids, risk.tolist(), strict=True)),
+    }
+    bench.train_s, bench.train_cpu = {"tumorscope": [10.0, 12.0]}, {"tumorscope": [20.0, 22.0]}
+    bench.folds = [(pids[:20], pids[20:]), (pids[20:], pids[:20])]
+    result = summarise(bench)
+    peers = result["peers"]
+    for name, r in (("tumorscope", noisy), ("oracle", risk), ("radiomics_cox", -risk)):
+        expected = concordance_index(time, -r, event)  # lifelines: higher score, longer life
+        assert peers[name]["c_index_harrell"]["value"] == pytest.approx(expected, abs=1e-4)
+    assert (
+        peers["radiomics_cox"]["c_index_harrell"]["value"]
+        < 0.5
+        < peers["oracle"]["c_index_harrell"]["value"]
+    )
+    assert peers["tumorscope"]["train_seconds"] == 11.0
+    assert "dice" not in peers["tumorscope"] and result["survival_patients"] == 40
+    assert result["goals"]["c_index_ge_radiomics_cox"] is True
+    assert result["goals"]["dice_ge_monai_basicunet"] is None
+    bench.save_state(tmp_path / "state.json")
+    again = Bench(BUDGET, tmp_path)
+    again.load_state(tmp_path / "state.json")
+    assert summarise(again) == result
