@@ -304,6 +304,17 @@ def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     return canon, affine @ inv_ornt_aff(ornt, data.shape)
 
 
+def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write ``data`` with ``affine`` as both qform and sform (code 1, scanner), units mm."""
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    out = Path(path)
+    nib.save(img, out)
+    return out
+
+
 def write_like(array: np.ndarray, meta: ImageMeta, path: str | Path) -> Path:
     """Write a canonical-orientation array back into a file's stored orientation and affine.
 
@@ -325,12 +336,7 @@ def write_like(array: np.ndarray, meta: ImageMeta, path: str | Path) -> Path:
     affine = meta.affine if meta.original_affine is None else meta.original_affine
     back_ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
     stored = np.ascontiguousarray(apply_orientation(array, back_ornt))
-    img = nib.Nifti1Image(stored, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    out = Path(path)
-    nib.save(img, out)
-    return out
+    return save_nifti(stored, affine, path)
 
 
 def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:

@@ -234,8 +234,7 @@ def _binary(labels: np.ndarray, source: str) -> np.ndarray:
 
 def _write_nifti_maps(full: FullResult, path: Path) -> str:
     """4D NIfTI of the maps in the input's stored grid (same reorientation as ``write_like``)."""
-    import nibabel as nib
-
+    from tumorscope.data.readers import save_nifti
     from tumorscope.inference.results import input_affine, to_stored
 
     maps = full.maps()
@@ -244,8 +243,5 @@ def _write_nifti_maps(full: FullResult, path: Path) -> str:
     meta = full.loaded.meta
     stored = np.moveaxis(to_stored(maps, meta), 0, -1).astype(np.float32)
     affine = input_affine(meta)
-    img = nib.Nifti1Image(np.ascontiguousarray(stored), affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, path)
+    save_nifti(np.ascontiguousarray(stored), affine, path)
     return path.name

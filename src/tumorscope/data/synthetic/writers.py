@@ -10,9 +10,9 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
+from tumorscope.data.readers import save_nifti
 from tumorscope.data.synthetic.params import PatientParams
 
 #: CSV names of the HECKTOR 2022 training release.
@@ -62,13 +62,8 @@ def write_nifti(ras: np.ndarray, spacing: Sequence[float], path: Path, *, lps: b
         data, affine = ras[::-1, ::-1, :], lps_affine(ras.shape, spacing)
     else:
         data, affine = ras, ras_affine(ras.shape, spacing)
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, path)
-    return path.stat().st_size
+    return save_nifti(data, affine, path).stat().st_size
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: list[list[str]]) -> int:
