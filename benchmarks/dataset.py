@@ -77,7 +77,7 @@ def _write_fallback(
 def generate(out: Path, patients: int, kaggle: int, shape: tuple[int, int, int], seed: int) -> str:
     """Write the data; returns which generator was used."""
     try:
-        from tumorscope.data.synthetic import synthesize  # type: ignore[attr-defined]
+        from tumorscope.synthetic import synthesize  # type: ignore[attr-defined]
     except ImportError:
         return _write_fallback(out, patients, kaggle, shape, seed)
     synthesize(
@@ -89,7 +89,7 @@ def generate(out: Path, patients: int, kaggle: int, shape: tuple[int, int, int],
         seed=seed,
         shape=shape,
     )
-    return "tumorscope.data.synthetic.synthesize"
+    return "tumorscope.synthetic.synthesize"
 
 
 def _status_mb(field: str) -> float:

@@ -423,7 +423,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     budget = QUICK if args.quick else FULL
-    from tumorscope.data.synthetic import synthesize
+    from tumorscope.synthetic import synthesize
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

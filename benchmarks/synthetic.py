@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="write here and keep the data")
     args = parser.parse_args()
 
-    from tumorscope.data.synthetic import synthesize
+    from tumorscope.synthetic import synthesize
 
     patients = args.patients or (8 if args.quick else 200)
     kaggle = args.kaggle if args.kaggle is not None else (20 if args.quick else 0)

@@ -104,8 +104,8 @@ def main() -> int:
         _bench_stage(Path(cfg), Path(data), Path(cache), "joint", "fp32", False, int(n))
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return 0
-    from tumorscope.data.synthetic import synthesize
     from tumorscope.runtime import bf16_supported
+    from tumorscope.synthetic import synthesize
 
     small, large = (6, 30) if args.quick else (20, 200)
     steps = 10 if args.quick else 30

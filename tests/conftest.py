@@ -24,7 +24,7 @@ def _single_thread() -> None:
 @pytest.fixture(scope="session")
 def synth_brain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 tiny synthetic BraTS-layout patients (``easy``) + 12 Kaggle-style images."""
-    from tumorscope.data.synthetic import synthesize
+    from tumorscope.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("synth-brain")
     synthesize(

@@ -264,7 +264,7 @@ def data_synth(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel processes.")] = 1,
 ) -> None:
     """Write synthetic patients in the real on-disk layouts (BraTS, Kaggle, HECKTOR)."""
-    from tumorscope.data.synthetic import synthesize
+    from tumorscope.synthetic import synthesize
 
     if profile not in ("brain-mri", "petct"):
         raise typer.BadParameter(f"--profile must be brain-mri or petct, got {profile!r}")

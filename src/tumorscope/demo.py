@@ -33,7 +33,7 @@ DEMO_DATA: dict[str, dict[str, Any]] = {
 
 def synthesize_demo_data(profile: str, out: Path, seed: int, workers: int) -> Path:
     """Write (or reuse) the demo's synthetic data set and return its folder."""
-    from tumorscope.data.synthetic import synthesize
+    from tumorscope.synthetic import synthesize
 
     params = {**DEMO_DATA[profile], "profile": profile, "seed": seed}
     marker = out / "demo-params.json"

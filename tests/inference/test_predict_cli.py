@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from tumorscope.cli import app
 from tumorscope.config import load_config
 from tumorscope.data.types import DataError
-from tumorscope.inference.cli import input_name, is_2d_input, predict_inputs
+from tumorscope.inference.cli import input_name, predict_inputs
+from tumorscope.inference.inputs import is_2d_input
 from tumorscope.inference.predictor import Predictor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

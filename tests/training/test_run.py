@@ -22,7 +22,7 @@ SHAPE = (48, 56, 40)
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tumorscope.data.synthetic import synthesize
+    from tumorscope.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     synthesize(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tumorscope.data.types import DataError
+from tumorscope.inference.inputs import is_2d_input
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import SliceResult, VolumeResult
 
@@ -30,28 +31,6 @@ def input_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
-
-
-def is_2d_input(path: Path) -> bool:
-    """True for PNG/JPEG files and NIfTI files whose header declares one slice or 2 dims.
-
-    Unreadable headers count as volumes (their reader then names the fault).
-    """
-    from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path
-
-    if path.is_dir():
-        return False
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    if is_nifti_path(path):
-        import nibabel as nib
-
-        try:
-            shape = tuple(int(s) for s in nib.load(path).shape)  # type: ignore[attr-defined]
-        except Exception:  # any header fault is reported by the volume reader
-            return False
-        return len(shape) == 2 or (len(shape) >= 3 and 1 in shape[:3])
-    return False
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from tumorscope.inference.inputs import cut, read_2d
+from tumorscope.inference.inputs import cut, is_2d_input, read_2d
 from tumorscope.inference.uncertainty import (
     DEFAULT_REVIEW_CUTOFF,
     DEFAULT_SAMPLES,
@@ -146,8 +146,6 @@ def _tumour_region_index(regions: list[str]) -> int:
 
 def is_2d_item(item: Any) -> bool:
     """True for a 2D image input (array ``(H, W)``/``(C<=16, H, W)``, PNG/JPEG, 2D NIfTI)."""
-    from tumorscope.inference.cli import is_2d_input
-
     if isinstance(item, np.ndarray):
         return item.ndim == 2 or (item.ndim == 3 and item.shape[0] <= 16)
     if isinstance(item, str | Path):

@@ -90,6 +90,28 @@ def read_2d(img: ImageInput, name: str | None, i: int, n: int, spec: PreprocessS
     return Image2D(data=arr, label=stem, where=str(path), image=arr)
 
 
+def is_2d_input(path: Path) -> bool:
+    """True for PNG/JPEG files and NIfTI files whose header declares one slice or 2 dims.
+
+    Unreadable headers count as volumes (their reader then names the fault).
+    """
+    from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path
+
+    if path.is_dir():
+        return False
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    if is_nifti_path(path):
+        import nibabel as nib
+
+        try:
+            shape = tuple(int(s) for s in nib.load(path).shape)  # type: ignore[attr-defined]
+        except Exception:  # any header fault is reported by the volume reader
+            return False
+        return len(shape) == 2 or (len(shape) >= 3 and 1 in shape[:3])
+    return False
+
+
 def file_stem(path: Path) -> str:
     """File name without its image suffix (``.nii.gz`` counts as one)."""
     name = Path(path).name

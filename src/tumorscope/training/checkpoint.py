@@ -1,98 +1,48 @@
-"""Checkpoints without pickle: safetensors for tensors, JSON for everything else.
+"""Resumable training state on top of :mod:`tumorscope.runs.files`.
 
-A checkpoint is a folder holding ``model.safetensors``, optionally ``optimizer.safetensors``
-and ``state.json`` (RNG states, counters, optimizer hyper-parameters), and
-``manifest.json`` with the sha256 of every other file. Every file is written atomically
-(temp file, fsync, rename) and the manifest last, so a folder whose manifest verifies is
-complete. Loading verifies the hashes and never unpickles.
+A training checkpoint is a run-folder checkpoint (``model.safetensors`` + ``manifest.json``)
+plus, where asked, ``optimizer.safetensors`` and ``state.json`` (RNG states, counters,
+optimizer hyper-parameters). The files, their hashes and atomic writes are owned by
+:mod:`tumorscope.runs.files`; this module only adds what training alone needs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-MODEL_FILE = "model.safetensors"
+from tumorscope.runs.files import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    atomic_write_json,
+    read_manifest,
+    read_tensors,
+    write_checkpoint,
+)
+
 OPTIM_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
-MANIFEST_FILE = "manifest.json"
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder is incomplete, altered or unreadable."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(
-        path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode()
-    )
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = [
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "OPTIM_FILE",
+    "STATE_FILE",
+    "CheckpointError",
+    "atomic_write_json",
+    "load_checkpoint",
+    "read_manifest",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 
 def optimizer_to_flat(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -164,45 +114,19 @@ def save_checkpoint(
         optimizer_state: An optimizer ``state_dict`` (tensors go to safetensors).
         state: JSON-able training state (counters, RNG, scheduler, ...).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST_FILE).unlink(missing_ok=True)  # an old manifest must not vouch for new files
-    files = {}
-    _atomic_save_tensors(folder / MODEL_FILE, model_state)
-    files[MODEL_FILE] = sha256_file(folder / MODEL_FILE)
     full_state = dict(state or {})
+    tensor_files: dict[str, Mapping[str, torch.Tensor]] = {}
     if optimizer_state is not None:
         tensors, meta = optimizer_to_flat(optimizer_state)
-        _atomic_save_tensors(folder / OPTIM_FILE, tensors)
-        files[OPTIM_FILE] = sha256_file(folder / OPTIM_FILE)
+        tensor_files[OPTIM_FILE] = tensors
         full_state["optimizer"] = meta
-    if full_state:
-        atomic_write_json(folder / STATE_FILE, full_state)
-        files[STATE_FILE] = sha256_file(folder / STATE_FILE)
-    atomic_write_json(folder / MANIFEST_FILE, {**manifest, "files": files})
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read and hash-verify a checkpoint folder's manifest.
-
-    Raises:
-        CheckpointError: missing manifest, missing file or hash mismatch.
-    """
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no manifest (incomplete or not a checkpoint)")
-    try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: unreadable manifest: {e}") from None
-    for name, digest in manifest.get("files", {}).items():
-        f = folder / name
-        if not f.is_file():
-            raise CheckpointError(f"{f}: listed in the manifest but missing")
-        if sha256_file(f) != digest:
-            raise CheckpointError(
-                f"{f}: sha256 does not match the manifest (file altered or truncated)"
-            )
-    return manifest
+    write_checkpoint(
+        folder,
+        model_state=model_state,
+        manifest=manifest,
+        tensor_files=tensor_files,
+        json_files={STATE_FILE: full_state} if full_state else None,
+    )
 
 
 def load_checkpoint(
@@ -214,11 +138,11 @@ def load_checkpoint(
         ``(manifest, model_state, optimizer_state or None, state)``.
     """
     manifest = read_manifest(folder)
-    model_state = load_file(str(folder / MODEL_FILE))
+    model_state = read_tensors(folder / MODEL_FILE)
     state: dict[str, Any] = {}
     if (folder / STATE_FILE).is_file():
         state = json.loads((folder / STATE_FILE).read_text())
     optim = None
     if (folder / OPTIM_FILE).is_file() and "optimizer" in state:
-        optim = optimizer_from_flat(load_file(str(folder / OPTIM_FILE)), state["optimizer"])
+        optim = optimizer_from_flat(read_tensors(folder / OPTIM_FILE), state["optimizer"])
     return manifest, model_state, optim, state

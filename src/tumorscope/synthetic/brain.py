@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from tumorscope.data.synthetic.anatomy import (
+from tumorscope.data.types import BRAIN_CHANNELS
+from tumorscope.synthetic.anatomy import (
     BRAIN_FOV_MM,
     BRAIN_SHAPE,
     Atlas,
@@ -26,9 +27,8 @@ from tumorscope.data.synthetic.anatomy import (
     sample_maps,
     template_coords_grid,
 )
-from tumorscope.data.synthetic.lesions import LesionShape, make_shape, mass_effect, memberships
-from tumorscope.data.synthetic.params import LesionParams, PatientParams
-from tumorscope.data.types import BRAIN_CHANNELS
+from tumorscope.synthetic.lesions import LesionShape, make_shape, mass_effect, memberships
+from tumorscope.synthetic.params import LesionParams, PatientParams
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from PIL import Image
 
 from tumorscope.data.inspect import validate_dataset
 from tumorscope.data.layout import discover, load_case
-from tumorscope.data.synthetic import example_grid, sample_cohort, synthesize
-from tumorscope.data.synthetic.anatomy import lesion_centre, load_atlas
-from tumorscope.data.synthetic.brain import render_brain
-from tumorscope.data.synthetic.kaggle import render_kaggle, sample_kaggle
 from tumorscope.data.types import BRAIN_CHANNELS, DataError
+from tumorscope.synthetic import example_grid, sample_cohort, synthesize
+from tumorscope.synthetic.anatomy import lesion_centre, load_atlas
+from tumorscope.synthetic.brain import render_brain
+from tumorscope.synthetic.kaggle import render_kaggle, sample_kaggle
 
 SHAPE = (48, 56, 40)
 PET_SHAPE = (40, 40, 28)

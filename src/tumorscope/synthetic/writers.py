@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorscope.data.readers import save_nifti
-from tumorscope.data.synthetic.params import PatientParams
+from tumorscope.synthetic.params import PatientParams
 
 #: CSV names of the HECKTOR 2022 training release.
 HECKTOR_ENDPOINT_CSV = "hecktor2022_endpoint_training.csv"

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-from tumorscope.data.synthetic.params import AnatomyParams
+from tumorscope.synthetic.params import AnatomyParams
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ Presets (``easy``, ``standard``, ``hard``) are described in :mod:`.presets` and
 
 from __future__ import annotations
 
-from tumorscope.data.synthetic.cohort import sample_cohort
-from tumorscope.data.synthetic.generate import SynthSummary, synthesize
-from tumorscope.data.synthetic.grid import example_grid
-from tumorscope.data.synthetic.outcomes import oracle_c_index
-from tumorscope.data.synthetic.params import AnatomyParams, LesionParams, PatientParams
-from tumorscope.data.synthetic.presets import DIFFICULTIES, PRESETS, PROFILES, Preset, get_preset
+from tumorscope.synthetic.cohort import sample_cohort
+from tumorscope.synthetic.generate import SynthSummary, synthesize
+from tumorscope.synthetic.grid import example_grid
+from tumorscope.synthetic.outcomes import oracle_c_index
+from tumorscope.synthetic.params import AnatomyParams, LesionParams, PatientParams
+from tumorscope.synthetic.presets import DIFFICULTIES, PRESETS, PROFILES, Preset, get_preset
 
 __all__ = [
     "DIFFICULTIES",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tumorscope.data.synthetic.anatomy import (
+from tumorscope.synthetic.anatomy import (
     BRAIN_FOV_MM,
     elastic_field,
     load_atlas,
@@ -24,11 +24,11 @@ from tumorscope.data.synthetic.anatomy import (
     sample_maps,
     template_coords_points,
 )
-from tumorscope.data.synthetic.brain import lesion_shapes, shade
-from tumorscope.data.synthetic.cohort import STREAM_KAGGLE, patient_rng, sample_brain_patient
-from tumorscope.data.synthetic.lesions import mass_effect
-from tumorscope.data.synthetic.params import PatientParams
-from tumorscope.data.synthetic.presets import get_preset
+from tumorscope.synthetic.brain import lesion_shapes, shade
+from tumorscope.synthetic.cohort import STREAM_KAGGLE, patient_rng, sample_brain_patient
+from tumorscope.synthetic.lesions import mass_effect
+from tumorscope.synthetic.params import PatientParams
+from tumorscope.synthetic.presets import get_preset
 
 ORIENTATIONS: tuple[str, ...] = ("axial", "coronal", "sagittal")
 #: Contrast index into BRAIN_CHANNELS (flair, t1, t1ce, t2) and its share of the images.

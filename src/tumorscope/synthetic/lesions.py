@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tumorscope.data.synthetic.anatomy import rotation
-from tumorscope.data.synthetic.params import LesionParams
+from tumorscope.synthetic.anatomy import rotation
+from tumorscope.synthetic.params import LesionParams
 
 #: Number of cosine terms per irregularity field, and their total relative amplitude.
 N_TERMS = 6

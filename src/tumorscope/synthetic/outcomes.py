@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tumorscope.data.synthetic.params import PatientParams
+from tumorscope.synthetic.params import PatientParams
 
 #: Hazard coefficients per profile, on standardised features.
 BETAS: dict[str, dict[str, float]] = {

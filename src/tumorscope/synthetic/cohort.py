@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from tumorscope.data.synthetic.outcomes import draw_outcome, log_hazard
-from tumorscope.data.synthetic.params import AnatomyParams, LesionParams, PatientParams
-from tumorscope.data.synthetic.presets import Preset, check_profile, get_preset
+from tumorscope.synthetic.outcomes import draw_outcome, log_hazard
+from tumorscope.synthetic.params import AnatomyParams, LesionParams, PatientParams
+from tumorscope.synthetic.presets import Preset, check_profile, get_preset
 
 #: Seed-sequence streams: volume patients, Kaggle-image patients.
 STREAM_VOLUMES = 0

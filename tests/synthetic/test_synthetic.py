@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from sksurv.metrics import concordance_index_censored
 
-from tumorscope.data.synthetic import (
+from tumorscope.synthetic import (
     DIFFICULTIES,
     PRESETS,
     get_preset,
     oracle_c_index,
     sample_cohort,
 )
-from tumorscope.data.synthetic.anatomy import BRAIN_FOV_MM, BRAIN_SHAPE, ElasticField
-from tumorscope.data.synthetic.brain import grid_axes
-from tumorscope.data.synthetic.outcomes import BETAS, log_hazard
+from tumorscope.synthetic.anatomy import BRAIN_FOV_MM, BRAIN_SHAPE, ElasticField
+from tumorscope.synthetic.brain import grid_axes
+from tumorscope.synthetic.outcomes import BETAS, log_hazard
 
 
 @pytest.fixture(scope="module")

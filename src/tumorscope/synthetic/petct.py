@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from tumorscope.data.synthetic.anatomy import forward_matrix
-from tumorscope.data.synthetic.lesions import make_shape, memberships
-from tumorscope.data.synthetic.params import PatientParams
+from tumorscope.synthetic.anatomy import forward_matrix
+from tumorscope.synthetic.lesions import make_shape, memberships
+from tumorscope.synthetic.params import PatientParams
 
 #: Default CT grid and its field of view (mm); PET uses half the matrix on the same FOV.
 PETCT_SHAPE: tuple[int, int, int] = (192, 192, 128)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorscope.data.synthetic.brain import render_brain
-from tumorscope.data.synthetic.cohort import sample_cohort
-from tumorscope.data.synthetic.kaggle import render_kaggle, sample_kaggle
-from tumorscope.data.synthetic.petct import render_petct
-from tumorscope.data.synthetic.presets import check_profile, get_preset
 from tumorscope.data.types import BRAIN_CHANNELS
+from tumorscope.synthetic.brain import render_brain
+from tumorscope.synthetic.cohort import sample_cohort
+from tumorscope.synthetic.kaggle import render_kaggle, sample_kaggle
+from tumorscope.synthetic.petct import render_petct
+from tumorscope.synthetic.presets import check_profile, get_preset
 
 logger = logging.getLogger(__name__)
 

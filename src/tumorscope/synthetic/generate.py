@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tumorscope.data.synthetic.anatomy import BRAIN_SHAPE
-from tumorscope.data.synthetic.brain import render_brain
-from tumorscope.data.synthetic.cohort import sample_cohort
-from tumorscope.data.synthetic.kaggle import KaggleParams, sample_kaggle, write_kaggle
-from tumorscope.data.synthetic.outcomes import oracle_c_index
-from tumorscope.data.synthetic.params import PatientParams
-from tumorscope.data.synthetic.petct import PETCT_SHAPE, render_petct
-from tumorscope.data.synthetic.presets import check_profile, get_preset
-from tumorscope.data.synthetic.writers import write_brats_csvs, write_hecktor_csvs, write_nifti
 from tumorscope.data.types import BRAIN_CHANNELS, DataError
+from tumorscope.synthetic.anatomy import BRAIN_SHAPE
+from tumorscope.synthetic.brain import render_brain
+from tumorscope.synthetic.cohort import sample_cohort
+from tumorscope.synthetic.kaggle import KaggleParams, sample_kaggle, write_kaggle
+from tumorscope.synthetic.outcomes import oracle_c_index
+from tumorscope.synthetic.params import PatientParams
+from tumorscope.synthetic.petct import PETCT_SHAPE, render_petct
+from tumorscope.synthetic.presets import check_profile, get_preset
+from tumorscope.synthetic.writers import write_brats_csvs, write_hecktor_csvs, write_nifti
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
