@@ -226,7 +226,7 @@ def test_clinical_covariates_are_imputed_from_the_run(volume_file: Path) -> None
     p = Predictor.from_config(
         tiny_config("model.clinical_features=2"), calibration=calibration, seed=1
     )
-    p.manifest["clinical_columns"] = ["age", "eor"]
+    p.manifest = p.manifest.replace(clinical_columns=("age", "eor"))
     imputed = p.predict_volume(volume_file, clinical={"age": None})
     explicit = p.predict_volume(volume_file, clinical={"age": 60.0, "eor": 1.0})
     older = p.predict_volume(volume_file, clinical={"age": 90.0})

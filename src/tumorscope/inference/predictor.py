@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from tumorscope.config import Config, config_from_dict
+from tumorscope.config import Config
+from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.types import TUMOUR_TYPES, DataError, LoadedCase
 from tumorscope.inference.domain import image_warnings, volume_warnings
 from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
 from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult
-from tumorscope.training.checkpoint import MANIFEST_FILE, MODEL_FILE, read_manifest
+from tumorscope.runs import Backend, Calibration, LoadedRun, RunManifest, TorchBackend, load_run
+from tumorscope.runs.files import MANIFEST_FILE, write_checkpoint
 
 if TYPE_CHECKING:
     from tumorscope.data.transforms import VolumeSlices
@@ -37,35 +38,74 @@ class Predictor:
     """Inference on CPU from a trained run.
 
     Args:
-        model: A ``MultiTaskNet`` (put in eval mode).
+        model: A ``MultiTaskNet`` (put in eval mode) or any :class:`~tumorscope.runs.Backend`.
         cfg: The run's resolved config.
-        manifest: The run's manifest (``preprocessing``, ``calibration``, ...).
-        batch_size: Slices per forward pass.
+        manifest: The run's manifest (typed, or its JSON form).
+        batch_size: Slices per forward pass (for a ``MultiTaskNet``).
+        calibration: Calibration to predict with (default: the manifest's).
+
+    Raises:
+        DataError: neither ``calibration`` nor the manifest holds one.
+        ValueError: a calibration value out of range.
     """
 
     def __init__(
-        self, model: MultiTaskNet, cfg: Config, manifest: dict[str, Any], batch_size: int = 16
+        self,
+        model: MultiTaskNet | Backend,
+        cfg: Config,
+        manifest: RunManifest | Mapping[str, Any],
+        batch_size: int = 16,
+        *,
+        calibration: Calibration | None = None,
     ) -> None:
-        from tumorscope.data.spec import PreprocessSpec
+        from tumorscope.models.multitask import MultiTaskNet
 
-        self.model = model.eval()
+        self.backend: Backend = (
+            TorchBackend(model, batch_size) if isinstance(model, MultiTaskNet) else model
+        )
+        if not isinstance(manifest, RunManifest):
+            manifest = RunManifest.from_dict(manifest)
+        cal = calibration if calibration is not None else manifest.calibration
+        if cal is None:
+            raise DataError("<manifest>", "manifest has no calibration: not a finished run")
+        self.manifest = manifest.replace(calibration=cal)
+        self.calibration: Calibration = cal
         self.cfg = cfg
-        self.manifest = manifest
-        self.spec = PreprocessSpec.from_dict(manifest["preprocessing"])
-        self.calibration: dict[str, Any] = manifest.get("calibration") or {}
+        self.spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
         self.batch_size = batch_size
         self.regions = list(cfg.model.regions)
-        cal = self.calibration
-        self.temperature = float(1.0 if cal.get("temperature") is None else cal["temperature"])
-        self.threshold = float(0.5 if cal.get("threshold") is None else cal["threshold"])
-        gate = cal.get("gate_threshold")
-        self.gate_threshold = float(cfg.calibration.gate_threshold if gate is None else gate)
-        if not self.temperature > 0:
-            raise ValueError(f"calibration: temperature {self.temperature} is not positive")
+        self.temperature = cal.temperature
+        self.threshold = cal.threshold
+        self.gate_threshold = cal.gate_threshold
+
+    @property
+    def model(self) -> MultiTaskNet:
+        """The PyTorch network (MC dropout and Grad-CAM need it).
+
+        Raises:
+            DataError: the backend is not a PyTorch one.
+        """
+        if not isinstance(self.backend, TorchBackend):
+            raise DataError("<predictor>", "this predictor's backend has no PyTorch model")
+        return self.backend.model
+
+    @classmethod
+    def from_loaded(cls, run: LoadedRun, *, batch_size: int = 16) -> Predictor:
+        """A predictor over what :func:`tumorscope.runs.load_run` returned.
+
+        Raises:
+            DataError: The run has no calibration (training did not finish).
+        """
+        if run.calibration is None:
+            raise DataError(
+                run.path, "manifest has no calibration: not a finished run (train it to the end)"
+            )
+        return cls(run.backend, run.config, run.manifest, batch_size, calibration=run.calibration)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, batch_size: int = 16) -> Predictor:
-        """Load ``model.safetensors`` + ``manifest.json`` (hashes verified, no pickle).
+        """Load a run folder or a stage checkpoint through :func:`tumorscope.runs.load_run`
+        (hashes verified, no pickle).
 
         Raises:
             CheckpointError: Missing or altered files.
@@ -73,21 +113,7 @@ class Predictor:
             DataError: The run has no calibration (training did not finish), or its weights,
                 preprocessing or calibration do not fit its config.
         """
-        from tumorscope.models.registry import create_model
-
-        run = Path(run_dir)
-        manifest = read_manifest(run)
-        if "calibration" not in manifest:
-            raise DataError(
-                run, "manifest has no calibration: not a finished run (train it to the end)"
-            )
-        cfg = config_from_dict(manifest["config"], source=str(run / MANIFEST_FILE))
-        model = create_model(cfg.model)
-        try:
-            model.load_state_dict(load_file(str(run / MODEL_FILE)))
-            return cls(model, cfg, manifest, batch_size=batch_size)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise DataError(run / MANIFEST_FILE, f"run cannot be loaded: {e}") from None
+        return cls.from_loaded(load_run(run_dir, batch_size=batch_size), batch_size=batch_size)
 
     @classmethod
     def from_config(
@@ -107,25 +133,23 @@ class Predictor:
             seed: Seed of the weight initialisation (the global RNG is left untouched).
             batch_size: Slices per forward pass.
         """
-        from tumorscope.data.spec import PreprocessSpec
         from tumorscope.models.registry import create_model
 
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = create_model(cfg.model)
-        manifest = {
-            "format": "tumorscope-run",
-            "untrained": True,
-            "config": cfg.to_dict(),
-            "preprocessing": PreprocessSpec.from_config(cfg).to_dict(),
-            "clinical_columns": [],
-            "calibration": {
-                "temperature": 1.0,
-                "threshold": 0.5,
-                "gate_threshold": cfg.calibration.gate_threshold,
-                **(calibration or {}),
-            },
-        }
+        cal = Calibration.from_dict(
+            {"gate_threshold": cfg.calibration.gate_threshold, **(calibration or {})}
+        )
+        manifest = RunManifest(
+            config=cfg.to_dict(),
+            preprocessing=PreprocessSpec.from_config(cfg).to_dict(),
+            heads=tuple(cfg.model.heads),
+            regions=tuple(cfg.model.regions),
+            channels=tuple(cfg.data.channels),
+            calibration=cal,
+            extra={"untrained": True},
+        )
         return cls(model, cfg, manifest, batch_size=batch_size)
 
     def save(self, folder: str | Path) -> Path:
@@ -134,21 +158,18 @@ class Predictor:
         Raises:
             FileExistsError: ``folder`` already holds a manifest (runs are never overwritten).
         """
-        from tumorscope.training.checkpoint import save_checkpoint
-
         out = Path(folder)
         if (out / MANIFEST_FILE).exists():
             raise FileExistsError(f"{out}: already holds a run; refusing to overwrite it")
-        manifest = {k: v for k, v in self.manifest.items() if k != "files"}
-        save_checkpoint(out, model_state=self.model.state_dict(), manifest=manifest)
+        manifest = self.manifest.replace(files={}).to_dict()
+        write_checkpoint(out, model_state=self.model.state_dict(), manifest=manifest)
         return out
 
     # ------------------------------------------------------------------ forward
-    @torch.no_grad()
     def forward_slices(
         self, images: np.ndarray, tasks: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Run the network on preprocessed slices, ``batch_size`` at a time.
+        """Run the network on preprocessed slices (see :meth:`Backend.forward_slices`).
 
         Args:
             images: ``(N, C, S, S)`` float32.
@@ -158,26 +179,7 @@ class Predictor:
             ``seg_prob (N, R, S, S)``, ``tumour_logit (N,)``, and where present
             ``tumour_type_logits (N, 4)``, ``embedding (N, D)``.
         """
-        from tumorscope.models.multitask import pad_to_multiple, unpad
-
-        run_tasks = tuple(tasks) if tasks is not None else tuple(self.model.tasks)
-        chunks: dict[str, list[np.ndarray]] = {}
-        for start in range(0, images.shape[0], self.batch_size):
-            x = torch.from_numpy(
-                np.ascontiguousarray(images[start : start + self.batch_size], dtype=np.float32)
-            )
-            x, pad = pad_to_multiple(x, self.model.size_multiple)
-            out = self.model(x, tasks=run_tasks)
-            found = {
-                "seg_prob": None if out.seg_logits is None else torch.sigmoid(unpad(out.seg_logits, pad)),
-                "tumour_logit": None if out.tumour_logit is None else out.tumour_logit.reshape(-1),
-                "tumour_type_logits": out.tumour_type_logits,
-                "embedding": out.survival_embedding,
-            }  # fmt: skip
-            for key, value in found.items():
-                if value is not None:
-                    chunks.setdefault(key, []).append(value.numpy())
-        return {k: np.concatenate(v) for k, v in chunks.items()}
+        return self.backend.forward_slices(images, tasks)
 
     def calibrated_probability(self, logit: np.ndarray) -> np.ndarray:
         """Temperature-scaled sigmoid ``σ(z / T)`` of tumour logits (float64)."""
@@ -354,7 +356,7 @@ class Predictor:
         warnings = warnings + volume_warnings(loaded, slices, self.spec)
         ungated = np.zeros((len(self.regions), *shape), dtype=np.uint8)
         p, probs, risk, reason = 0.0, np.zeros(0), None, "no slice inside the brain/body mask"
-        tasks = self.model.tasks
+        tasks = self.backend.tasks
         if slices.slice_index.size:
             out = self.forward_slices(slices.images)
             probs = self.slice_probability(out)
@@ -424,27 +426,24 @@ class Predictor:
         """
         from tumorscope.data.imputation import ClinicalImputer
         from tumorscope.metrics.survival import survival_curves
-        from tumorscope.training.loop import survival_head
 
-        cols: list[str] = list(self.manifest.get("clinical_columns") or [])
+        cols = list(self.manifest.clinical_columns)
         unknown = sorted(set(clinical or {}) - set(cols))
         if unknown:
             raise ValueError(f"clinical: unknown covariate(s) {unknown}; the run uses {cols}")
-        clin, imputed = None, []
+        clin: np.ndarray | None = None
+        imputed: list[str] = []
         if cols:
-            imputer = ClinicalImputer.from_dict(self.calibration.get("imputation") or {})
+            imputer = ClinicalImputer.from_dict(self.calibration.imputation or {})
             if list(imputer.columns) != cols:
                 raise ValueError(f"run manifest: imputation columns do not match {cols}")
             row = dict(clinical or {})
             imputed = [c for c in cols if row.get(c) is None]
-            clin = torch.from_numpy(imputer.transform(row)[None])
-        with torch.no_grad():
-            emb = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
-            index = torch.zeros(emb.shape[0], dtype=torch.long)
-            lh = float(survival_head(self.model)(emb, index, clin)[0])
-        q = self.calibration.get("risk_quantiles")
+            clin = imputer.transform(row)
+        lh = self.backend.patient_log_hazard(embedding, clin)
+        q = self.calibration.risk_quantiles
         percentile = float(np.interp(lh, q["value"], np.asarray(q["q"]) * 100)) if q else None
-        base = self.calibration.get("baseline_hazard")
+        base = self.calibration.baseline_hazard
         times: list[float] = []
         surv: list[float] = []
         if base:

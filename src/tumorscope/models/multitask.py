@@ -145,6 +145,27 @@ class MultiTaskNet(nn.Module):
             )
         self._frozen: set[str] = set()
 
+    def patient_log_hazard(
+        self,
+        embedding: torch.Tensor,
+        patient_index: torch.Tensor,
+        clinical: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-patient log-hazard ``(P,)`` from per-slice survival embeddings.
+
+        Args:
+            embedding: ``(N, D)`` slice embeddings (``ModelOutput.survival_embedding``).
+            patient_index: ``(N,)`` patient of each slice, ``0 … P-1``.
+            clinical: ``(P, K)`` covariates, or None (``K = 0`` counts as None).
+
+        Raises:
+            ValueError: the model was built without a survival head.
+        """
+        if self.survival_head is None:
+            raise ValueError("the model has no survival head (add 'survival' to model.heads)")
+        clin = clinical if clinical is not None and clinical.shape[-1] > 0 else None
+        return self.survival_head(embedding, patient_index, clin)
+
     # ----------------------------------------------------------------- structure
     @property
     def parts(self) -> dict[str, nn.Module]:

@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 
 from tumorscope.config import CalibrationConfig
+from tumorscope.metrics.calibration import fit_temperature
+from tumorscope.metrics.classification import threshold_for_sensitivity, youden_threshold
+from tumorscope.metrics.survival import breslow_baseline
+from tumorscope.runs.manifest import Calibration
 from tumorscope.training.loop import ValidationOutputs
 
 log = logging.getLogger(__name__)
@@ -26,7 +30,7 @@ def calibrate(
     val: ValidationOutputs,
     train: ValidationOutputs,
     imputation: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> Calibration:
     """Fit everything prediction needs; keys absent from the data are ``None`` with a reason.
 
     Args:
@@ -36,12 +40,8 @@ def calibrate(
         imputation: Clinical imputation values fitted on the training split.
 
     Returns:
-        JSON-able mapping stored as ``manifest["calibration"]``.
+        The :class:`Calibration` stored in the run's manifest.
     """
-    from tumorscope.metrics.calibration import fit_temperature
-    from tumorscope.metrics.classification import threshold_for_sensitivity, youden_threshold
-    from tumorscope.metrics.survival import breslow_baseline
-
     out: dict[str, Any] = {
         "gate_threshold": cfg.gate_threshold,
         "imputation": imputation,
@@ -94,4 +94,4 @@ def calibrate(
     else:
         out["baseline_hazard"] = out["risk_quantiles"] = out["tau"] = out["train_survival"] = None
         out["reasons"]["survival"] = "no training patients with an outcome"
-    return out
+    return Calibration.from_dict(out)

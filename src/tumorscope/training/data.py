@@ -19,7 +19,7 @@ import numpy as np
 
 from tumorscope.config import Config, StageConfig
 from tumorscope.data.batch import Batch
-from tumorscope.training.distributed import SINGLE, DistContext, shard
+from tumorscope.training.collective import SINGLE, DistContext, shard
 
 log = logging.getLogger(__name__)
 

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from tumorscope.data.batch import Batch
-from tumorscope.training.distributed import SINGLE, DistContext
+from tumorscope.metrics.classification import roc_auc
+from tumorscope.metrics.segmentation import dice
+from tumorscope.metrics.survival import harrell_c_index
+from tumorscope.models.multitask import ModelOutput, MultiTaskNet
+from tumorscope.models.patients import PatientCollector
+from tumorscope.training.collective import (
+    SINGLE,
+    DistContext,
+    average_gradients,
+    gather_batch,
+    gather_output,
+)
+
+ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 
 
 @dataclass
@@ -32,7 +45,7 @@ def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _float_output(output: Any) -> Any:
+def _float_output(output: ModelOutput) -> ModelOutput:
     """Cast every tensor field of a ModelOutput to fp32 so losses run in fp32 under autocast."""
     for name, value in vars(output).items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -40,19 +53,10 @@ def _float_output(output: Any) -> Any:
     return output
 
 
-def survival_head(model: MultiTaskNet) -> PatientSurvivalHead:
-    """The model's patient survival head; an error if the model was built without one."""
-    head = model.survival_head
-    if head is None:
-        raise ValueError("the model has no survival head (add 'survival' to model.heads)")
-    return head
-
-
 def patient_log_hazard(model: MultiTaskNet, embedding: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Per-patient log-hazard ``(P,)`` from per-slice embeddings via the patient survival head."""
     clinical = _patient_rows(batch.clinical, batch.patient_index)
-    clin = clinical if clinical.shape[1] > 0 else None
-    return survival_head(model)(embedding, batch.patient_index, clin)
+    return model.patient_log_hazard(embedding, batch.patient_index, clinical)
 
 
 def _patient_rows(values: torch.Tensor, patient_index: torch.Tensor) -> torch.Tensor:
@@ -81,8 +85,6 @@ def compute_losses(
         output = model(batch.image, tasks=tuple(tasks))
     output = _float_output(output)
     if ctx.active:
-        from tumorscope.training.distributed import gather_batch, gather_output
-
         output, batch = gather_output(output), gather_batch(batch)
     log_hz = None
     if (
@@ -113,8 +115,6 @@ def train_step(
     result.total.backward()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if ctx.active:
-        from tumorscope.training.distributed import average_gradients
-
         average_gradients(params, ctx.world)
     grad_norm = (
         float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
@@ -148,8 +148,6 @@ class ValidationOutputs:
 
 def _slice_dice(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
     """Per-sample Dice of binarised predictions over all regions (BraTS empty convention)."""
-    from tumorscope.metrics.segmentation import dice
-
     out = []
     for p, t in zip(pred.numpy(), target.numpy(), strict=True):
         out.append(float(np.mean([dice(pr, tr) for pr, tr in zip(p, t, strict=True)])))
@@ -167,8 +165,7 @@ def collect_validation(
     """
     model.eval()
     out = ValidationOutputs()
-    emb_by_patient: dict[str, list[torch.Tensor]] = {}
-    clin_by_patient: dict[str, torch.Tensor] = {}
+    patients = PatientCollector()
     run_tasks = tuple(t for t in tasks)
     for batch in batches:
         with autocast(precision):
@@ -189,29 +186,33 @@ def collect_validation(
             out.type_pred.extend(output.tumour_type_logits[m].argmax(1).tolist())
             out.type_label.extend(batch.tumour_type[m].tolist())
         if output.survival_embedding is not None and bool(batch.has_survival.any()):
-            for i in torch.nonzero(batch.has_survival).reshape(-1).tolist():
-                pid = batch.patient_ids[i]
-                emb_by_patient.setdefault(pid, []).append(output.survival_embedding[i])
-                clin_by_patient[pid] = batch.clinical[i]
-                out.patient_time[pid] = float(batch.time[i])
-                out.patient_event[pid] = bool(batch.event[i])
-    if emb_by_patient:
-        pids = list(emb_by_patient)
-        emb = torch.cat([torch.stack(emb_by_patient[p]) for p in pids])
-        index = torch.cat(
-            [torch.full((len(emb_by_patient[p]),), k, dtype=torch.long) for k, p in enumerate(pids)]
-        )
-        clin = torch.stack([clin_by_patient[p] for p in pids])
-        risk = survival_head(model)(emb, index, clin if clin.shape[1] > 0 else None)
-        out.patient_risk = {p: float(r) for p, r in zip(pids, risk.float().tolist(), strict=True)}
+            rows = torch.nonzero(batch.has_survival).reshape(-1)
+            add_patient_slices(patients, output.survival_embedding[rows], batch, rows)
+    if len(patients):
+        p = patients.stack()
+        risk = model.patient_log_hazard(p.embedding, p.patient_index, p.clinical).float()
+        out.patient_risk = dict(zip(p.patient_ids, risk.tolist(), strict=True))
+        out.patient_time = dict(zip(p.patient_ids, p.time.double().tolist(), strict=True))
+        out.patient_event = dict(zip(p.patient_ids, p.event.tolist(), strict=True))
     return out
+
+
+def add_patient_slices(
+    patients: PatientCollector, embedding: torch.Tensor, batch: Batch, rows: torch.Tensor
+) -> None:
+    """Add slice embeddings ``(M, D)``: row ``k`` is the batch's slice ``rows[k]``."""
+    for k, i in enumerate(rows.tolist()):
+        patients.add(
+            batch.patient_ids[i],
+            embedding[k],
+            batch.clinical[i],
+            float(batch.time[i]),
+            bool(batch.event[i]),
+        )
 
 
 def validation_metrics(v: ValidationOutputs) -> dict[str, float]:
     """Scalar validation metrics (NaN where undefined on this split)."""
-    from tumorscope.metrics.classification import roc_auc
-    from tumorscope.metrics.survival import harrell_c_index
-
     metrics: dict[str, float] = {}
     if v.dice:
         metrics["dice"] = float(np.mean(v.dice))
@@ -245,8 +246,3 @@ def cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
     """Repeat an iterable of batches forever."""
     while True:
         yield from batches
-
-
-if TYPE_CHECKING:
-    from tumorscope.models.heads import PatientSurvivalHead
-    from tumorscope.models.multitask import MultiTaskNet

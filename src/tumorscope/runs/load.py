@@ -1,0 +1,149 @@
+"""``load_run``: one loader for a finished run and for a stage checkpoint alike.
+
+A run folder describes itself (nnU-Net's trained-model folder): the manifest names the
+config, the preprocessing spec, the calibration and the sha256 of every file; this module
+reads it, verifies it and builds the backend that computes with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tumorscope.config import Config, config_from_dict
+from tumorscope.data.spec import PreprocessSpec
+from tumorscope.data.types import DataError
+from tumorscope.models.multitask import MultiTaskNet
+from tumorscope.models.registry import create_model
+from tumorscope.runs.backend import Backend, TorchBackend
+from tumorscope.runs.files import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    read_manifest,
+    read_tensors,
+)
+from tumorscope.runs.manifest import Calibration, RunManifest
+
+log = logging.getLogger(__name__)
+
+STAGES_DIR = "stages"
+# A stage checkpoint has no calibration of its own: it is scored with these.
+STAGE_TEMPERATURE = 1.0
+STAGE_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A verified run folder, ready to compute with.
+
+    Attributes:
+        path: The folder.
+        manifest: Its typed manifest.
+        config: The resolved experiment config.
+        spec: The preprocessing spec the model was trained with.
+        calibration: The run's calibration; for a stage checkpoint inside a run, the stage
+            defaults with the parent run's data properties; None for a lone stage checkpoint.
+        backend: What computes: a :class:`Backend`.
+    """
+
+    path: Path
+    manifest: RunManifest
+    config: Config
+    spec: PreprocessSpec
+    calibration: Calibration | None
+    backend: Backend
+
+    @property
+    def model(self) -> MultiTaskNet:
+        """The PyTorch network (MC dropout and Grad-CAM need it).
+
+        Raises:
+            DataError: the backend is not a PyTorch one.
+        """
+        if not isinstance(self.backend, TorchBackend):
+            raise DataError(self.path, "this run's backend has no PyTorch model")
+        return self.backend.model
+
+
+def read_run_manifest(folder: str | Path) -> RunManifest:
+    """The hash-verified, typed manifest of a run or stage checkpoint folder.
+
+    Raises:
+        CheckpointError: missing manifest, missing file or hash mismatch.
+        ManifestError: a manifest this version cannot read (names the run and what to do).
+    """
+    path = Path(folder)
+    return RunManifest.from_dict(read_manifest(path), path / MANIFEST_FILE)
+
+
+def parent_run(folder: Path) -> Path | None:
+    """The run a stage checkpoint ``RUN/stages/<name>`` belongs to, or None."""
+    return folder.parent.parent if folder.parent.name == STAGES_DIR else None
+
+
+def stage_calibration(gate_threshold: float, parent: RunManifest | None) -> Calibration:
+    """Calibration a stage checkpoint is scored with: temperature 1, threshold 0.5, the
+    configured gate, no Breslow baseline or risk quantiles (fitted to the final model); the
+    parent run's survival horizon, training outcomes and clinical imputation (data
+    properties, not model ones)."""
+    pcal = parent.calibration if parent is not None else None
+    return Calibration(
+        temperature=STAGE_TEMPERATURE,
+        threshold=STAGE_THRESHOLD,
+        gate_threshold=gate_threshold,
+        tau=None if pcal is None else pcal.tau,
+        train_survival=None if pcal is None else pcal.train_survival,
+        imputation=None if pcal is None else pcal.imputation,
+        reasons={"stage": "stage checkpoint: temperature 1, threshold 0.5, no baseline"},
+    )
+
+
+def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
+    """Load a finished run folder or a stage checkpoint (``RUN/stages/<name>``).
+
+    Hashes are verified and nothing is unpickled. A stage checkpoint gets the calibration
+    of :func:`stage_calibration` and its parent run's splits.
+
+    Args:
+        folder: The run or checkpoint folder.
+        batch_size: Slices per forward pass of the backend.
+
+    Raises:
+        CheckpointError: Missing or altered files.
+        ManifestError: A manifest of an unknown format or a newer schema.
+        ConfigError: The stored config is invalid.
+        DataError: Weights or preprocessing that do not fit the config.
+    """
+    path = Path(folder)
+    manifest = read_run_manifest(path)
+    source = str(path / MANIFEST_FILE)
+    cfg = config_from_dict(manifest.config, source=source)
+    calibration = manifest.calibration
+    parent_dir = parent_run(path)
+    if manifest.is_stage and parent_dir is not None:
+        parent: RunManifest | None = None
+        try:
+            parent = read_run_manifest(parent_dir)
+        except (CheckpointError, DataError):
+            log.warning("%s: parent run unreadable; evaluating every patient", path)
+        calibration = stage_calibration(cfg.calibration.gate_threshold, parent)
+        if parent is not None and parent.splits is not None:
+            manifest = manifest.replace(splits=parent.splits)
+    try:
+        spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
+        model = create_model(cfg.model)
+        model.load_state_dict(read_tensors(path / MODEL_FILE))
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise DataError(source, f"run cannot be loaded: {e}") from None
+    return LoadedRun(
+        path=path,
+        manifest=manifest,
+        config=cfg,
+        spec=spec,
+        calibration=calibration,
+        backend=TorchBackend(model, batch_size=batch_size),
+    )

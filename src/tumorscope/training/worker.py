@@ -1,0 +1,440 @@
+"""One training process: run the configured stages, checkpoint, resume, calibrate.
+
+:func:`tumorscope.training.run.train_run` calls :func:`train_in_process` directly, or
+through the ``torchrun`` launcher (:mod:`tumorscope.training.distributed`) for N processes.
+
+Run folder contract::
+
+    RUN_DIR/config.yaml                       resolved config
+    RUN_DIR/model.safetensors, manifest.json  the final, calibrated model
+    RUN_DIR/stages/<name>/model.safetensors, manifest.json   best checkpoint of each stage
+    RUN_DIR/stages/<name>/log.csv, tb/        CSV and TensorBoard logs
+    RUN_DIR/progress/                         latest resumable state (optimizer, RNG, counters)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tumorscope.config import Config, StageConfig, save_config
+from tumorscope.losses.multitask import MultiTaskLoss
+from tumorscope.models.multitask import MultiTaskNet
+from tumorscope.models.registry import create_model
+from tumorscope.runtime import configure_threads, resolve_precision, seed_everything
+from tumorscope.training import loop
+from tumorscope.training.calibrate import calibrate
+from tumorscope.training.checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    load_checkpoint,
+    read_manifest,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from tumorscope.training.cohort import refit_survival_head
+from tumorscope.training.collective import SINGLE, DistContext, barrier, broadcast_flag
+from tumorscope.training.data import StageData
+from tumorscope.training.loop import ProgressFn
+from tumorscope.training.manifest import run_manifest
+from tumorscope.training.stages import apply_freeze, make_scheduler, param_groups, selection_metric
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """The run folder cannot be used as asked (exists, or nothing to resume)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for name, info in self.stages.items():
+            if info.get("skipped"):
+                rows[f"{name}"] = f"skipped: {info['skipped']}"
+                continue
+            for k, v in info.get("best_metrics", {}).items():
+                rows[f"{name}.{k}"] = v
+            rows[f"{name}.steps"] = info.get("steps")
+        rows["seconds"] = round(self.seconds, 1)
+        return rows
+
+
+@dataclass
+class _Progress:
+    stage_index: int = 0
+    step: int = 0
+    best_score: float = -math.inf
+    best_step: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    evals_since_best: int = 0
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def train_in_process(
+    *,
+    cfg: Config,
+    data: Sequence[str | Path],
+    out: str | Path,
+    resume: bool = False,
+    cache: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    ctx: DistContext = SINGLE,
+) -> TrainResult:
+    """Train every configured stage into ``out`` as rank ``ctx.rank`` of ``ctx.world``.
+
+    Args:
+        cfg: Validated experiment config.
+        data: Data folders (any layouts the readers recognise).
+        out: Run folder.
+        resume: Continue from ``out/progress`` after an interruption.
+        cache: Preprocessing cache folder (default: ``<out>/../cache``).
+        progress: Called as ``progress(stage, step, max_steps, metrics)``.
+        ctx: This process's rank when run under ``torchrun``.
+
+    Raises:
+        RunError: ``out`` holds a run and ``resume`` is False, or nothing to resume.
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(out)
+    if ctx.is_main:
+        _check_run_dir(run_dir, resume)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    seed_everything(cfg.runtime.seed, deterministic=cfg.runtime.deterministic)
+    configure_threads(cfg.runtime.threads)
+    precision = resolve_precision(cfg.runtime.precision)
+
+    cache_dir = Path(cache) if cache else run_dir.parent / "cache"
+    if ctx.is_main:
+        stage_data = StageData.build(data=data, cfg=cfg, cache=cache_dir)
+    barrier(ctx)  # the cache and splits exist before other ranks read them
+    if not ctx.is_main:
+        stage_data = StageData.load(cfg=cfg, cache=cache_dir)
+
+    model = create_model(cfg.model)
+    loss_fn = MultiTaskLoss(cfg.loss, model.tasks, tumour_pos_weight=stage_data.tumour_pos_weight())
+    state = _Progress()
+    if resume and (run_dir / "progress" / "manifest.json").is_file():
+        state = _restore_progress(run_dir, model, loss_fn)
+        log.info("resuming stage %d at step %d", state.stage_index, state.step)
+
+    for index in range(state.stage_index, len(cfg.stages)):
+        stage = cfg.stages[index]
+        if index > state.stage_index:
+            state = _Progress(stage_index=index, stages=state.stages)
+        reason = stage_data.skip_reason(stage)
+        if reason:
+            log.warning("stage %s skipped: %s", stage.name, reason)
+            state.stages[stage.name] = {"skipped": reason}
+            continue
+        info = _run_stage(
+            cfg, stage, model, loss_fn, stage_data, run_dir, state, precision, progress, ctx
+        )
+        state.stages[stage.name] = info
+        barrier(ctx)
+        # Hand the stage's best weights on to the next stage.
+        best_dir = run_dir / "stages" / stage.name
+        _, best_state, _, best_extra = load_checkpoint(best_dir)
+        model.load_state_dict(best_state)
+        _load_loss_state(loss_fn, best_extra.get("loss", {}))
+
+    result = TrainResult(run_dir=run_dir, stages=state.stages, seconds=time.perf_counter() - t0)
+    if ctx.is_main:
+        _finalise(cfg, model, stage_data, run_dir, state, precision, ctx.world)
+        atomic_write_json(
+            run_dir / RESULT_FILE, {"stages": state.stages, "seconds": result.seconds}
+        )
+    barrier(ctx)
+    return result
+
+
+RESULT_FILE = "train-result.json"
+
+
+def read_result(run_dir: Path) -> TrainResult:
+    """The :class:`TrainResult` a finished run wrote (used after a distributed launch)."""
+    saved = json.loads((run_dir / RESULT_FILE).read_text())
+    return TrainResult(run_dir=run_dir, stages=saved["stages"], seconds=float(saved["seconds"]))
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not run_dir.is_dir():
+            raise RunError(f"{run_dir}: nothing to resume (folder does not exist)")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"{run_dir}: run folder is not empty; use --resume to continue it or choose a new --out"
+        )
+
+
+def _loss_state(loss_fn: nn.Module) -> dict[str, list[float]]:
+    """Learned loss weights (a handful of scalars) as JSON."""
+    return {k: v.detach().reshape(-1).tolist() for k, v in loss_fn.state_dict().items()}
+
+
+def _load_loss_state(loss_fn: nn.Module, state: dict[str, list[float]]) -> None:
+    if state:
+        current = loss_fn.state_dict()
+        loss_fn.load_state_dict(
+            {k: torch.tensor(v).reshape(current[k].shape) for k, v in state.items()}
+        )
+
+
+def _run_stage(
+    cfg: Config,
+    stage: StageConfig,
+    model: MultiTaskNet,
+    loss_fn: nn.Module,
+    stage_data: StageData,
+    run_dir: Path,
+    state: _Progress,
+    precision: str,
+    progress: ProgressFn | None,
+    ctx: DistContext,
+) -> dict[str, Any]:
+    stage_dir = run_dir / "stages" / stage.name
+    if ctx.is_main:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    train_parts = apply_freeze(model, stage)
+    if stage.cohort_refit:
+        # Full-batch and deterministic: every rank computes the same head; rank 0 saves it.
+        return refit_survival_head(
+            cfg, stage, model, stage_data, stage_dir, precision, progress, ctx=ctx
+        )
+
+    groups = param_groups(model, stage, train_parts)
+    if cfg.loss.weighting == "uncertainty":
+        groups.append({"params": list(loss_fn.parameters()), "lr": stage.lr, "name": "loss"})
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+    scheduler = make_scheduler(optimizer, stage)
+    if state.step > 0:
+        _, _, optim_state, saved = load_checkpoint(run_dir / "progress")
+        if optim_state is not None:
+            optimizer.load_state_dict(optim_state)
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+
+    metrics_names = selection_metric(stage)
+    writer = _tensorboard(stage_dir) if ctx.is_main else None
+    csv_path = stage_dir / "log.csv"
+    batches = stage_data.train_batches(stage, seed=cfg.runtime.seed, start_step=state.step, ctx=ctx)
+    stopped_early = False
+    while state.step < stage.max_steps:
+        batch = next(batches)
+        result = loop.train_step(
+            model,
+            loss_fn,
+            optimizer,
+            scheduler,
+            batch,
+            stage.tasks,
+            precision=precision,
+            grad_clip=stage.grad_clip,
+            ctx=ctx,
+        )
+        state.step += 1
+        row: dict[str, float] = {
+            "loss": result.total,
+            **{f"loss_{k}": v for k, v in result.per_task.items()},
+        }
+        row["lr"] = optimizer.param_groups[-1]["lr"]
+        is_eval = state.step % stage.eval_every == 0 or state.step == stage.max_steps
+        improved_now = False
+        if is_eval and ctx.is_main:  # every rank holds the same weights; rank 0 validates
+            val = loop.collect_validation(
+                model, stage_data.val_batches(stage), stage.tasks, precision
+            )
+            metrics = loop.validation_metrics(val)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            score = loop.selection_score(metrics, metrics_names)
+            if (math.isfinite(score) and score > state.best_score) or state.best_step < 0:
+                state.best_score = score if math.isfinite(score) else state.best_score
+                state.best_step = state.step
+                state.best_metrics = metrics
+                state.evals_since_best = 0
+                improved_now = True
+                _save_stage_best(
+                    cfg, stage, model, loss_fn, stage_dir, state, stage_data, ctx.world
+                )
+            else:
+                state.evals_since_best += 1
+            stopped_early = bool(stage.patience) and state.evals_since_best >= stage.patience
+        if is_eval and ctx.active:
+            stopped_early = broadcast_flag(stopped_early)
+        if ctx.is_main:
+            _log_row(writer, csv_path, stage.name, state.step, row)
+            if progress:
+                progress(stage.name, state.step, stage.max_steps, row)
+            # Saving progress right after a new best means a kill during the best-save replays it.
+            if (
+                state.step % cfg.runtime.checkpoint_every == 0
+                or state.step == stage.max_steps
+                or stopped_early
+                or improved_now
+            ):
+                _save_progress(run_dir, model, loss_fn, optimizer, scheduler, state)
+        if stopped_early:
+            log.info(
+                "stage %s: early stop at step %d (best at %d)",
+                stage.name,
+                state.step,
+                state.best_step,
+            )
+            break
+    if writer is not None:
+        writer.close()
+    return {
+        "steps": state.step,
+        "best_step": state.best_step,
+        "best_metrics": state.best_metrics,
+        "stopped_early": stopped_early,
+        "trained_parts": train_parts,
+    }
+
+
+def _tensorboard(stage_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        return None
+    return SummaryWriter(log_dir=str(stage_dir / "tb"))
+
+
+def _log_row(writer: Any, csv_path: Path, stage: str, step: int, row: dict[str, float]) -> None:
+    if writer is not None:
+        for k, v in row.items():
+            writer.add_scalar(f"{stage}/{k}", v, step)
+    new = not csv_path.exists()
+    with csv_path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["step", "key", "value"])
+        for k, v in row.items():
+            w.writerow([step, k, f"{v:.6g}"])
+
+
+def _save_stage_best(
+    cfg: Config,
+    stage: StageConfig,
+    model: MultiTaskNet,
+    loss_fn: nn.Module,
+    stage_dir: Path,
+    state: _Progress,
+    stage_data: StageData,
+    world_size: int,
+) -> None:
+    manifest = run_manifest(
+        cfg, stage_data, world_size, stage=stage.name, step=state.step, metrics=state.best_metrics
+    )
+    save_checkpoint(
+        stage_dir,
+        model_state=model.state_dict(),
+        manifest=manifest.to_dict(),
+        state={"loss": _loss_state(loss_fn)},
+    )
+
+
+def _save_progress(
+    run_dir: Path,
+    model: MultiTaskNet,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: _Progress,
+) -> None:
+    sched = scheduler.state_dict()
+    saved = {
+        "stage_index": state.stage_index,
+        "step": state.step,
+        "best_score": state.best_score if math.isfinite(state.best_score) else None,
+        "best_step": state.best_step,
+        "best_metrics": state.best_metrics,
+        "evals_since_best": state.evals_since_best,
+        "stages": state.stages,
+        "scheduler": sched,
+        "rng": rng_state(),
+        "loss": _loss_state(loss_fn),
+    }
+    save_checkpoint(
+        run_dir / "progress",
+        model_state=model.state_dict(),
+        manifest={"format": "tumorscope-progress"},
+        optimizer_state=optimizer.state_dict(),
+        state=saved,
+    )
+
+
+def _restore_progress(run_dir: Path, model: MultiTaskNet, loss_fn: nn.Module) -> _Progress:
+    try:
+        _, model_state, _, saved = load_checkpoint(run_dir / "progress")
+    except CheckpointError as e:
+        raise RunError(f"cannot resume: {e}") from None
+    model.load_state_dict(model_state)
+    _load_loss_state(loss_fn, saved.get("loss", {}))
+    set_rng_state(saved["rng"])
+    best = saved.get("best_score")
+    return _Progress(
+        stage_index=int(saved["stage_index"]),
+        step=int(saved["step"]),
+        best_score=-math.inf if best is None else float(best),
+        best_step=int(saved["best_step"]),
+        best_metrics=dict(saved.get("best_metrics", {})),
+        evals_since_best=int(saved.get("evals_since_best", 0)),
+        stages=dict(saved.get("stages", {})),
+    )
+
+
+def _finalise(
+    cfg: Config,
+    model: MultiTaskNet,
+    stage_data: StageData,
+    run_dir: Path,
+    state: _Progress,
+    precision: str,
+    world_size: int,
+) -> None:
+    for part in list(model.parts):
+        model.unfreeze(part)
+    all_tasks = ("segmentation", *cfg.model.heads)
+    tasks = tuple(
+        t for t in all_tasks if t in ("segmentation", "tumour", "tumour_type", "survival")
+    )
+    val = loop.collect_validation(model, stage_data.val_batches_for(tasks), tasks, precision)
+    train = (
+        loop.collect_validation(
+            model, stage_data.train_survival_batches(), ("survival",), precision
+        )
+        if "survival" in cfg.model.heads
+        else loop.ValidationOutputs()
+    )
+    manifest = run_manifest(
+        cfg,
+        stage_data,
+        world_size,
+        stages=state.stages,
+        calibration=calibrate(cfg.calibration, val, train, stage_data.imputation()),
+        metrics={"validation": loop.validation_metrics(val)},
+        splits=stage_data.split_patients(),
+    )
+    save_checkpoint(run_dir, model_state=model.state_dict(), manifest=manifest.to_dict())
+    read_manifest(run_dir)  # verify what was written
