@@ -1,10 +1,12 @@
-"""Dataset benchmark: cache build time and size, iteration speed, peak RSS over an epoch.
+"""Dataset benchmark: cache build time and size, what training reads, peak RSS while it reads.
 
 Writes N synthetic BraTS-layout patients (+ Kaggle-style images) with the synthetic
-generator when it is available (else a small built-in NIfTI writer), runs
-``prepare`` twice (build, then reuse), and iterates one epoch of every cached slice in a
-fresh subprocess per reader (``pread``, the loader's default, and ``mmap`` for
-comparison), reporting slices/s and the peak resident set size. Prints one JSON object.
+generator when it is available (else a small built-in NIfTI writer), builds the cache
+with ``StageData.build`` twice (build, then reuse), and in a fresh subprocess per reader
+(``pread``, what training uses, and ``mmap`` for comparison) runs what training reads
+through ``StageData``: one validation pass (``val_batches_for``) and an epoch's worth of
+training steps (``train_batches``: patient bags, balanced fill, augmentation), reporting
+slices/s and the peak resident set size. Prints one JSON object.
 
     python benchmarks/dataset.py --patients 20
     python benchmarks/dataset.py --patients 200
@@ -77,7 +79,7 @@ def _write_fallback(
 def generate(out: Path, patients: int, kaggle: int, shape: tuple[int, int, int], seed: int) -> str:
     """Write the data; returns which generator was used."""
     try:
-        from tumorscope.synthetic import synthesize  # type: ignore[attr-defined]
+        from tumorscope.synthetic import synthesize
     except ImportError:
         return _write_fallback(out, patients, kaggle, shape, seed)
     synthesize(
@@ -109,46 +111,68 @@ def _reset_peak() -> bool:
         return False
 
 
-def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, Any]:
-    """One epoch over every cached slice (validation-style loader), then a training-loader
-    epoch (patient bags + augmentation); RSS before/peak during and slices/s."""
-    import torch
-    from torch.utils.data import DataLoader
+def _stage_data(out: Path, config: Path, reader: str) -> Any:
+    """The ``StageData`` training uses, opened on the cache the parent process built.
 
-    from tumorscope.config import TASKS, load_config
-    from tumorscope.data.cache import load_prepared
-    from tumorscope.data.dataset import SliceDataset, collate, make_loader
+    ``mmap`` is a comparison only: ``StageData`` reads with ``pread``, so for ``mmap`` a
+    subclass hands out datasets with the other reader (same indices, same batches).
+    """
+    from tumorscope.config import load_config
+    from tumorscope.data.dataset import SliceDataset
+    from tumorscope.training.data import StageData
+
+    class MmapStageData(StageData):
+        def _dataset(self, split: str, *, train: bool, seed: int = 0) -> Any:
+            return SliceDataset(self.prepared, split, train=train, seed=seed, reader="mmap")
+
+    cls = {"pread": StageData, "mmap": MmapStageData}[reader]
+    cfg = load_config(config, [f"data.image_size={json.loads((out / 'size.json').read_text())}"])
+    return cls.load(cfg=cfg, cache=out / "prepared")
+
+
+def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, Any]:
+    """What training reads, in one process: a validation pass (``val_batches_for``), then an
+    epoch's worth of training steps (``train_batches``: patient bags, balanced fill,
+    augmentation); slices/s of each, and RSS before/peak during both."""
+    import torch
+
+    from tumorscope.config import TASKS, StageConfig
 
     torch.set_num_threads(1)
-    cfg = load_config(config, [f"data.image_size={json.loads((out / 'size.json').read_text())}"])
-    prepared = load_prepared(out / "prepared", cfg)
-    ds = SliceDataset(prepared, "all", reader=reader)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    next(iter(loader))  # warm-up: first-batch allocations are not growth
+    data = _stage_data(out, config, reader)
+    stage = StageConfig(name="benchmark", tasks=TASKS, batch_size=batch_size)
+    next(iter(data.val_batches_for(TASKS)))  # warm-up: first-batch allocations are not growth
+    train = data.train_batches(stage, seed=0)
+    next(train)
     base = _status_mb("VmRSS")
     exact = _reset_peak()
     sampled = base
     t0 = time.perf_counter()
     n = 0
-    for batch in loader:
+    for batch in data.val_batches_for(TASKS):
         n += len(batch)
         sampled = max(sampled, _status_mb("VmRSS"))
     dt = time.perf_counter() - t0
-    peak = _status_mb("VmHWM") if exact else sampled
-    train = make_loader(prepared, "train", tasks=TASKS, batch_size=batch_size, seed=0, train=True)
+    train_slices = len(data.prepared.slice_table("train"))
+    steps = max(1, -(-train_slices // batch_size))
     t1 = time.perf_counter()
-    m = sum(len(b) for b in train)
+    m = 0
+    for _ in range(steps):
+        m += len(next(train))
+        sampled = max(sampled, _status_mb("VmRSS"))
     dt_train = time.perf_counter() - t1
+    peak = _status_mb("VmHWM") if exact else sampled
     return {
-        "slices": n,
-        "seconds": round(dt, 3),
-        "slices_per_s": round(n / dt, 1),
+        "val_slices": n,
+        "val_seconds": round(dt, 3),
+        "val_slices_per_s": round(n / dt, 1) if dt > 0 else None,
         "rss_before_epoch_mb": round(base, 1),
         "peak_rss_epoch_mb": round(peak, 1),
         "rss_growth_mb": round(peak - base, 1),
         "peak_from": "VmHWM after reset" if exact else "max sampled VmRSS",
         "train_loader_slices_per_s": round(m / dt_train, 1) if dt_train > 0 else None,
         "train_loader_slices": m,
+        "train_steps": steps,
     }
 
 
@@ -167,7 +191,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="6 patients, small volumes")
     ap.add_argument("--workdir", type=Path, default=None, help="keep data and cache here")
     ap.add_argument("--iterate", type=Path, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--reader", default="pread", help=argparse.SUPPRESS)
+    ap.add_argument("--reader", default="pread", choices=("pread", "mmap"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.iterate is not None:
         print(json.dumps(iterate(args.iterate, args.config, args.reader, args.batch_size)))
@@ -180,7 +204,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         from tumorscope.config import load_config
-        from tumorscope.data.cache import prepare
+        from tumorscope.training.data import StageData
 
         t0 = time.perf_counter()
         generator = generate(work / "data", args.patients, kaggle, shape, 0)  # type: ignore[arg-type]
@@ -188,10 +212,10 @@ def main() -> None:
         cfg = load_config(args.config, [f"data.image_size={args.image_size}"])
         (work / "size.json").write_text(json.dumps(args.image_size))
         t0 = time.perf_counter()
-        prepared = prepare([work / "data"], cfg, work / "prepared")
+        prepared = StageData.build(data=[work / "data"], cfg=cfg, cache=work / "prepared").prepared
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        again = prepare([work / "data"], cfg, work / "prepared")
+        again = StageData.build(data=[work / "data"], cfg=cfg, cache=work / "prepared").prepared
         reuse_s = time.perf_counter() - t0
         cache_bytes = sum(
             f.stat().st_size for f in (work / "prepared" / "cache").rglob("*") if f.is_file()

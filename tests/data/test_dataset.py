@@ -1,4 +1,7 @@
-"""Partial-label samples, collate, loaders and train-only imputation on prepared tiny data."""
+"""Partial-label samples, collate, training samplers and train-only imputation on prepared tiny data.
+
+These are the pieces ``StageData`` (training/data.py) assembles its batches from.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import torch
 from tumorscope.config import Config, config_from_dict
 from tumorscope.data.batch import Batch
 from tumorscope.data.cache import prepare
-from tumorscope.data.dataset import NpyRows, SliceDataset, collate, make_loader
+from tumorscope.data.dataset import NpyRows, SliceDataset, collate, train_samplers
 from tumorscope.data.imputation import ClinicalImputer
 from tumorscope.data.prepared import PreparedData
 from tumorscope.data.types import DataError
@@ -140,61 +143,62 @@ def test_imputer_against_pandas() -> None:
     )
 
 
-def test_survival_training_loader_yields_patient_bags(prepared: PreparedData) -> None:
-    loader = make_loader(
-        prepared,
-        "train",
-        tasks=("segmentation", "tumour", "survival"),
-        batch_size=6,
-        seed=0,
-        train=True,
-    )
+def test_survival_training_samplers_give_patient_bags(prepared: PreparedData) -> None:
+    ds = SliceDataset(prepared, "train", train=True, seed=0)
+    tasks = ("segmentation", "tumour", "survival")
+    data = prepared.cfg.data
+    _, bags = train_samplers(ds, tasks, batch_size=6, seed=0, data=data)
+    assert bags is not None
     train_events = sum(
         prepared.outcomes[p].event for p in prepared.patients("train") if p in prepared.outcomes
     )
-    batches = list(loader)
-    assert batches and len(batches) == len(loader)
-    for b in batches:
+    for step in range(8):
+        b = collate([ds.get(i, draw=step * 100 + j) for j, i in enumerate(bags.next_batch())])
         assert len(b) == 6
         bag = b.patient_ids[:4]
         assert bag[0] == bag[1] and bag[2] == bag[3] and bag[0] != bag[2]
         assert b.has_survival[:4].all()
         assert int(b.event[[0, 2]].sum()) >= min(2, train_events)
+        assert (b.has_mask[4:] | b.has_tumour[4:]).all()  # the fill carries the other tasks
         assert set(b.patient_ids) <= set(prepared.patients("train"))
-    again = [
-        b.patient_ids
-        for b in make_loader(
-            prepared, "train", tasks=("survival",), batch_size=4, seed=0, train=True
-        )
-    ]
-    assert again == [
-        b.patient_ids
-        for b in make_loader(
-            prepared, "train", tasks=("survival",), batch_size=4, seed=0, train=True
-        )
-    ]
+
+    def bag_ids(seed: int) -> list[list[str]]:
+        _, bags = train_samplers(ds, ("survival",), batch_size=4, seed=seed, data=data)
+        assert bags is not None
+        return [[ds.patient_ids[i] for i in bags.next_batch()] for _ in range(6)]
+
+    assert bag_ids(0) == bag_ids(0) and bag_ids(0) != bag_ids(1)
+    assert train_samplers(ds, ("tumour",), batch_size=4, seed=0, data=data)[1] is None
 
 
-def test_validation_loader_is_every_slice_once_unaugmented(prepared: PreparedData) -> None:
+def test_validation_slices_are_every_eligible_slice_once_unaugmented(
+    prepared: PreparedData,
+) -> None:
     tasks = ("segmentation", "tumour")
-    loader = make_loader(prepared, "val", tasks=tasks, batch_size=3, seed=0, train=False)
-    batches = list(loader)
-    ids = [p for b in batches for p in b.patient_ids]
+    ds = SliceDataset(prepared, "val")
+    idx = np.nonzero(ds.eligible(tasks))[0]
     rows = prepared.slice_table("val")
     rows = rows[rows["has_mask"] | rows["has_tumour"]]
-    assert ids == rows["patient_id"].tolist()
-    assert [p for b in loader for p in b.patient_ids] == ids
+    assert [ds.patient_ids[i] for i in idx] == rows["patient_id"].tolist()
+    has_outcome = [p in prepared.outcomes for p in ds.patient_ids]
+    assert ds.eligible(("survival",)).tolist() == has_outcome and any(has_outcome)
     first = rows.iloc[0]
     cached = np.load(prepared.cache_dir(int(first["cache"])) / "images.npy")[int(first["row"])]
-    np.testing.assert_array_equal(batches[0].image[0].numpy(), cached.astype(np.float32))
+    batch = collate([ds[int(i)] for i in idx[:3]])
+    np.testing.assert_array_equal(batch.image[0].numpy(), cached.astype(np.float32))
+    np.testing.assert_array_equal(ds[int(idx[0])].image, cached.astype(np.float32))  # no draws
+    with pytest.raises(ValueError, match="unknown tasks"):
+        ds.eligible(("dice",))
 
 
-def test_balanced_loader_draws_only_slices_with_targets(prepared: PreparedData) -> None:
-    seg = make_loader(prepared, "train", tasks=("segmentation",), batch_size=4, seed=1, train=True)
-    for b in seg:
-        assert b.has_mask.all()
-    cls = make_loader(prepared, "train", tasks=("tumour",), batch_size=8, seed=1, train=True)
-    sources = [s for _ in range(5) for b in cls for s in b.sources]
+def test_balanced_sampler_draws_only_slices_with_targets(prepared: PreparedData) -> None:
+    ds = SliceDataset(prepared, "train", train=True, seed=1)
+    data = prepared.cfg.data
+    seg, _ = train_samplers(ds, ("segmentation",), batch_size=4, seed=1, data=data)
+    assert ds.has_mask[seg.draw(200)].all()
+    assert collate([ds.get(int(i)) for i in seg.draw(4)]).has_mask.all()
+    cls, _ = train_samplers(ds, ("tumour",), batch_size=8, seed=1, data=data)
+    sources = [ds.sources[i] for i in cls.draw(5 * cls.indices.size)]
     counts = pd.Series(sources).value_counts(normalize=True)
     assert set(counts.index) == {"brats", "kaggle", "kaggle4"} and counts.min() > 0.15
 
@@ -225,15 +229,18 @@ def test_augmentation_moves_image_and_mask_together(prepared: PreparedData) -> N
     assert len(seen) > 1
 
 
-def test_empty_split_gives_an_empty_loader(tmp_path: Path, make_brats: Factory) -> None:
+def test_empty_split_draws_nothing(tmp_path: Path, make_brats: Factory) -> None:
     make_brats(tmp_path / "brats", n_patients=2, shape=(12, 12, 6))
     p = prepare([tmp_path / "brats"], small_cfg(test_fraction=0.0), tmp_path / "out")
     assert p.patients("test") == []
+    tasks = ("segmentation", "survival")
     for train in (True, False):
-        loader = make_loader(
-            p, "test", tasks=("segmentation", "survival"), batch_size=2, seed=0, train=train
-        )
-        assert list(loader) == []
+        ds = SliceDataset(p, "test", train=train)
+        assert len(ds) == 0 and not ds.eligible(tasks).any()
+        balanced, bags = train_samplers(ds, tasks, batch_size=2, seed=0, data=p.cfg.data)
+        assert bags is None and balanced.draw(2).size == 0
+    with pytest.raises(ValueError, match="empty list"):
+        collate([])
 
 
 def test_npy_rows_reads_like_numpy(tmp_path: Path) -> None:
@@ -246,60 +253,6 @@ def test_npy_rows_reads_like_numpy(tmp_path: Path) -> None:
             np.testing.assert_array_equal(rows[i], a[i])
         with pytest.raises(IndexError, match=r"a\.npy: row 5"):
             rows[5]
-
-
-def test_ddp_shards_validation_and_separates_training_streams(prepared: PreparedData) -> None:
-    tasks = ("tumour",)
-    full = [
-        p
-        for b in make_loader(prepared, "all", tasks=tasks, batch_size=4, seed=0, train=False)
-        for p in b.patient_ids
-    ]
-    shards = [
-        [
-            p
-            for b in make_loader(
-                prepared,
-                "all",
-                tasks=tasks,
-                batch_size=4,
-                seed=0,
-                train=False,
-                rank=r,
-                world_size=2,
-            )
-            for p in b.patient_ids
-        ]
-        for r in range(2)
-    ]
-    assert sorted(shards[0] + shards[1]) == sorted(full) and shards[0] == full[0::2]
-    a, b = (
-        [
-            x
-            for bt in make_loader(
-                prepared,
-                "train",
-                tasks=tasks,
-                batch_size=4,
-                seed=0,
-                train=True,
-                rank=r,
-                world_size=2,
-            )
-            for x in bt.patient_ids
-        ]
-        for r in range(2)
-    )
-    assert a != b
-
-
-def test_worker_processes_read_the_same_batches(prepared: PreparedData) -> None:
-    kw: dict[str, Any] = {"tasks": ("tumour",), "batch_size": 8, "seed": 0, "train": False}
-    one = list(make_loader(prepared, "val", **kw))
-    two = list(make_loader(prepared, "val", num_workers=1, **kw))
-    assert [b.patient_ids for b in one] == [b.patient_ids for b in two]
-    for a, b in zip(one, two, strict=True):
-        assert torch.equal(a.image, b.image) and torch.equal(a.mask, b.mask)
 
 
 def test_truncated_cache_file_is_a_data_error(tmp_path: Path) -> None:

@@ -17,20 +17,23 @@ def test_balanced_weights_give_equal_group_mass() -> None:
 def test_balanced_sampler_balances_and_is_deterministic() -> None:
     indices = np.arange(100, 200)
     groups = np.array([0] * 90 + [1] * 10)
-    s = BalancedSampler(indices, groups, num_samples=4000, seed=5)
-    draws = np.array(list(s))
-    assert len(s) == 4000 and draws.size == 4000
+    s = BalancedSampler(indices, groups, seed=5)
+    draws = s.draw(4000)
+    assert draws.shape == (4000,) and draws.dtype == np.int64
     assert set(draws.tolist()) <= set(indices.tolist())
     minority = int((draws >= 190).sum())
     assert binomtest(minority, 4000, 0.5).pvalue > 1e-3
-    again = np.array(list(BalancedSampler(indices, groups, num_samples=4000, seed=5)))
-    np.testing.assert_array_equal(draws, again)
-    assert not np.array_equal(draws, np.array(list(s)))  # the next epoch continues the stream
+    again = BalancedSampler(indices, groups, seed=5)
+    np.testing.assert_array_equal(draws, np.concatenate([again.draw(1000), again.draw(3000)]))
+    assert not np.array_equal(draws, s.draw(4000))  # the next draw continues the stream
 
 
 def test_balanced_sampler_empty() -> None:
     s = BalancedSampler([], [], seed=0)
-    assert len(s) == 0 and list(s) == [] and s.draw(3).size == 0
+    assert s.draw(3).size == 0 and s.draw(0).size == 0
+    assert BalancedSampler([4, 5], [0, 1], seed=0).draw(0).size == 0
+    with pytest.raises(ValueError, match="1 groups for 2 indices"):
+        BalancedSampler([4, 5], [0], seed=0)
 
 
 def bag_setup() -> tuple[list[str], np.ndarray, dict[str, bool]]:
@@ -50,11 +53,8 @@ def test_patient_bags_structure_and_events() -> None:
     pats, items, events = bag_setup()
     owner = dict(zip(items.tolist(), pats, strict=True))
     s = PatientBagSampler(pats, events, items=items, bag_patients=3, bag_slices=4, seed=1)
-    batches = list(s)
-    assert len(batches) == len(s) == 3  # ceil(8 / 3)
+    batches = [s.next_batch() for _ in range(60)]
     seen = set()
-    for _ in range(20):
-        batches += list(s)
     for b in batches:
         assert len(b) == 12
         owners = [owner[i] for i in b]
@@ -73,8 +73,9 @@ def test_patient_bags_repeat_short_patients_and_are_deterministic() -> None:
     pats, items, events = bag_setup()
     a = PatientBagSampler(pats, events, items=items, bag_patients=8, bag_slices=3, seed=4)
     b = PatientBagSampler(pats, events, items=items, bag_patients=8, bag_slices=3, seed=4)
-    first = next(iter(a))
-    assert first == next(iter(b))
+    first = a.next_batch()
+    assert first == b.next_batch()
+    assert a.next_batch() == b.next_batch()
     p0 = [i for i in first if i in (0, 1)]
     assert len(p0) == 3 and set(p0) == {0, 1}
 
@@ -93,4 +94,4 @@ def test_patient_bags_with_one_event_and_fill() -> None:
         assert "P5" in {owner[i] for i in b[:4]}
     none = PatientBagSampler(pats, {}, items=items, bag_patients=2, bag_slices=2, seed=0)
     assert len(none.next_batch()) == 4
-    assert list(PatientBagSampler([], {}, bag_patients=2, bag_slices=2)) == []
+    assert PatientBagSampler([], {}, bag_patients=2, bag_slices=2).next_batch() == []

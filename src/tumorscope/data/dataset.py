@@ -1,16 +1,17 @@
-"""One dataset of slices with partial labels, its collate function and loaders.
+"""The dataset of slices with partial labels, its collate function and the training samplers.
 
 Samples carry optional targets (masks, tumour label, tumour type, survival time/event,
 clinical covariates) with presence flags; :func:`collate` batches them into a
-:class:`~tumorscope.data.batch.Batch`. Slices are read row by row from the ``.npy`` caches
-with ``os.pread`` at the offset the ``.npy`` header gives, so memory stays flat however
-large the cache is: pages live in the OS page cache, not in the process (a ``np.memmap``
-would count every touched page in the process's resident set).
+:class:`~tumorscope.data.batch.Batch`. Batches are assembled by
+:class:`tumorscope.training.data.StageData` (training draws from :func:`train_samplers`,
+validation walks :meth:`SliceDataset.eligible` slices in order). Slices are read row by
+row from the ``.npy`` caches with ``os.pread`` at the offset the ``.npy`` header gives, so
+memory stays flat however large the cache is: pages live in the OS page cache, not in the
+process (a ``np.memmap`` would count every touched page in the process's resident set).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,15 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from tumorscope.config import DataConfig
 from tumorscope.data.batch import Batch
 from tumorscope.data.prepared import PreparedData
 from tumorscope.data.samplers import BalancedSampler, PatientBagSampler
 from tumorscope.data.types import DataError
-
-log = logging.getLogger(__name__)
 
 
 class NpyRows:
@@ -59,11 +57,6 @@ class NpyRows:
 
     def __len__(self) -> int:
         return self.shape[0]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_fd=None, _pid=-1, _mm=None)  # reopened lazily in the worker
-        return state
 
     def __getitem__(self, i: int) -> np.ndarray:
         if not 0 <= i < self.shape[0]:
@@ -122,7 +115,7 @@ class Sample:
     slice_index: int
 
 
-class SliceDataset(Dataset[Sample]):
+class SliceDataset:
     """The slices of one split of a :class:`PreparedData`.
 
     Args:
@@ -322,56 +315,3 @@ def train_samplers(
         batch_size=batch_size,
     )
     return balanced, bags
-
-
-def make_loader(
-    prepared: PreparedData,
-    split: str,
-    *,
-    tasks: Sequence[str],
-    batch_size: int,
-    seed: int,
-    train: bool,
-    num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-) -> DataLoader[Sample]:
-    """A loader over the slices of ``split`` that carry a target of one of ``tasks``.
-
-    Validation/test (``train=False``): every such slice once, in cache order (a patient's
-    slices are contiguous), no augmentation. Training with ``survival`` in ``tasks``:
-    :class:`PatientBagSampler` batches (``data.bag_patients`` × ``data.bag_slices`` of
-    patients with outcomes, at least 2 events when the split has them), topped up to
-    ``batch_size`` with source-balanced slices for the other tasks. Otherwise: a
-    :class:`BalancedSampler` over sources. Training samplers are deterministic given
-    ``seed``; each epoch continues their stream.
-
-    Under DDP (``world_size > 1``) validation slices are sharded ``rank::world_size`` and
-    training streams are seeded per rank, each rank drawing ``1/world_size`` of an epoch.
-
-    Returns:
-        ``DataLoader`` yielding :class:`Batch`; empty (with a warning) when nothing fits.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
-    ds = SliceDataset(prepared, split, train=train, seed=seed + 7919 * rank)
-    idx = np.nonzero(ds.eligible(tasks))[0]
-    if idx.size == 0:
-        log.warning("split %r has no slices carrying targets of %s", split, list(tasks))
-    kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": collate}
-    if not train:
-        shard = idx[rank::world_size].tolist()
-        return DataLoader(Subset(ds, shard), batch_size=batch_size, shuffle=False, **kw)
-    seed = seed + 7919 * rank  # independent streams per DDP rank
-    balanced, bags = train_samplers(
-        ds, tasks, batch_size=batch_size, seed=seed, data=prepared.cfg.data
-    )
-    balanced.num_samples = -(-balanced.indices.size // world_size)
-    if bags is not None:
-        bags.n_batches = -(-bags.n_batches // world_size)
-        return DataLoader(ds, batch_sampler=bags, **kw)
-    if "survival" in tasks:
-        log.warning(
-            "split %r has no patients with outcomes; survival batches are impossible", split
-        )
-    return DataLoader(ds, sampler=balanced, batch_size=batch_size, **kw)

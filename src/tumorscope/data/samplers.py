@@ -1,18 +1,17 @@
 """Training samplers: source-balanced slices, and patient bags for per-patient survival.
 
-Both are deterministic given a seed; each ``__iter__`` call is one "epoch" of a stream
-that continues across epochs (training stops on ``max_steps``, not on epochs).
-Hand-written: torch's ``WeightedRandomSampler`` covers the balanced draw but no library
-sampler groups k slices of m patients with a guaranteed number of events.
+Both are deterministic given a seed and draw on demand (``draw(n)``, ``next_batch()``)
+from one stream: training asks for one batch per step and stops on ``max_steps``, not on
+epochs, so there are no epochs to iterate. Hand-written: torch's
+``WeightedRandomSampler`` covers the balanced draw but no library sampler groups k slices
+of m patients with a guaranteed number of events.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
 
 def balanced_weights(groups: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -25,13 +24,12 @@ def balanced_weights(groups: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.asarray(w / w.sum(), dtype=np.float64)
 
 
-class BalancedSampler(Sampler[int]):
+class BalancedSampler:
     """Draw items with replacement so that every group is equally likely.
 
     Args:
         indices: Dataset indices eligible for drawing (e.g. slices carrying a target).
         groups: Group per eligible index (source id), same length as ``indices``.
-        num_samples: Draws per epoch (default: ``len(indices)``).
         seed: Seed of the draw stream.
     """
 
@@ -40,33 +38,22 @@ class BalancedSampler(Sampler[int]):
         indices: Sequence[int] | np.ndarray,
         groups: Sequence[int] | np.ndarray,
         *,
-        num_samples: int | None = None,
         seed: int = 0,
     ) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         if len(groups) != self.indices.size:
             raise ValueError(f"{len(groups)} groups for {self.indices.size} indices")
         self.weights = balanced_weights(groups)
-        self.num_samples = self.indices.size if num_samples is None else int(num_samples)
         self._rng = np.random.default_rng(seed)
 
-    def __len__(self) -> int:
-        return self.num_samples if self.indices.size else 0
-
-    def __iter__(self) -> Iterator[int]:
-        if self.indices.size == 0:
-            return iter(())
-        draw = self._rng.choice(self.indices, size=self.num_samples, replace=True, p=self.weights)
-        return iter(draw.tolist())
-
     def draw(self, n: int) -> np.ndarray:
-        """``n`` more indices from the same stream."""
+        """``(n,)`` int64: the next ``n`` indices of the stream (empty when nothing is eligible)."""
         if self.indices.size == 0 or n <= 0:
             return np.zeros(0, dtype=np.int64)
         return self._rng.choice(self.indices, size=n, replace=True, p=self.weights)
 
 
-class PatientBagSampler(Sampler[list[int]]):
+class PatientBagSampler:
     """Batches of ``bag_slices`` slices from each of ``bag_patients`` patients.
 
     Each batch holds ``min(min_events, events available, bag_patients)`` patients with an
@@ -85,7 +72,6 @@ class PatientBagSampler(Sampler[list[int]]):
         bag_slices: Slices per patient (k).
         seed: Seed.
         min_events: Events guaranteed per batch when available.
-        n_batches: Batches per epoch (default ``ceil(patients / m)``).
         fill: Sampler topping batches up to ``batch_size``.
         batch_size: Total batch size (default ``m·k``).
     """
@@ -100,7 +86,6 @@ class PatientBagSampler(Sampler[list[int]]):
         bag_slices: int,
         seed: int = 0,
         min_events: int = 2,
-        n_batches: int | None = None,
         fill: BalancedSampler | None = None,
         batch_size: int | None = None,
     ) -> None:
@@ -118,22 +103,13 @@ class PatientBagSampler(Sampler[list[int]]):
         self.m = min(bag_patients, len(self.patients))
         self.k = bag_slices
         self.n_events = min(min_events, len(self.event_patients), self.m)
-        self.n_batches = (
-            n_batches if n_batches is not None else math.ceil(len(self.patients) / max(1, self.m))
-        )
         self.fill = fill
         self.batch_size = batch_size if batch_size is not None else self.m * self.k
         self._rng = np.random.default_rng(seed)
 
-    def __len__(self) -> int:
-        return self.n_batches if self.patients else 0
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for _ in range(len(self)):
-            yield self.next_batch()
-
     def next_batch(self) -> list[int]:
-        """One batch: bags of slices of distinct patients (events first), then fill."""
+        """One batch of dataset indices: bags of slices of distinct patients (events first),
+        then fill."""
         rng = self._rng
         chosen = (
             list(rng.choice(self.event_patients, size=self.n_events, replace=False))
