@@ -203,7 +203,7 @@ class Bench:
     def collect(
         self, name: str, pred: Any, splits: dict[str, Any], seed: int, *, test: bool, oof: bool
     ) -> None:
-        from tumorscope.evaluation.demo_eval import collect_held_out
+        from tumorscope.evaluation.collect import collect_held_out
 
         test_ids, val_ids = set(splits["test"]), set(splits["val"])
         seen = {p for ids in splits.values() for p in ids}

@@ -1,5 +1,9 @@
 """``make demo``: synthesise data, train the standard recipe, evaluate held-out patients.
 
+The results table (:func:`evaluate_held_out`) is read from the report of
+:func:`~tumorscope.evaluation.evaluate.evaluate_run`, so it shows the same figures as
+``tumorscope evaluate``.
+
 Usage: ``python -m tumorscope.demo --config configs/demo.yaml --out runs/demo``.
 """
 
@@ -11,6 +15,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,11 @@ from rich.table import Table
 
 from tumorscope import DISCLAIMER
 from tumorscope.config import load_config
+from tumorscope.evaluation.evaluate import evaluate_run
 from tumorscope.progress import training_progress
+from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
+from tumorscope.synthetic import synthesize
+from tumorscope.training.run import train_run
 
 log = logging.getLogger("tumorscope.demo")
 
@@ -30,11 +39,21 @@ DEMO_DATA: dict[str, dict[str, Any]] = {
     "petct": {"patients": 40, "kaggle": 0, "difficulty": "easy", "shape": (128, 128, 96)},
 }
 
+# Demo table rows: label → metrics.json key.
+DEMO_TABLE = {
+    "3D whole-tumour Dice": "segmentation.dice",
+    "3D Dice, ungated": "segmentation.dice_ungated",
+    "HD95": "segmentation.hd95_mm",
+    "slice ROC-AUC": "classification.slice_roc_auc",
+    "image-folder ROC-AUC": "classification.image_roc_auc",
+    "C-index (Harrell)": "survival.c_index",
+    "C-index, oracle": "survival.c_index_oracle",
+    "ECE after temperature": "calibration.ece_after_temperature",
+}
+
 
 def synthesize_demo_data(profile: str, out: Path, seed: int, workers: int) -> Path:
     """Write (or reuse) the demo's synthetic data set and return its folder."""
-    from tumorscope.synthetic import synthesize
-
     params = {**DEMO_DATA[profile], "profile": profile, "seed": seed}
     marker = out / "demo-params.json"
     if marker.is_file() and json.loads(marker.read_text()) == {
@@ -56,18 +75,49 @@ def synthesize_demo_data(profile: str, out: Path, seed: int, workers: int) -> Pa
         shape=tuple(params["shape"]),
         workers=workers,
     )
-    marker.write_text(json.dumps({**params, "shape": list(params["shape"])}))
+    atomic_write_bytes(marker, json.dumps({**params, "shape": list(params["shape"])}).encode())
     log.info("synthesised %d patients in %.0f s", params["patients"], time.perf_counter() - t0)
     return out
+
+
+def evaluate_held_out(
+    *,
+    run: str | Path,
+    data: Sequence[str | Path],
+    split: str = "test",
+    out: str | Path | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """The demo's results table, read from :func:`~tumorscope.evaluation.evaluate.evaluate_run`.
+
+    Args:
+        run: Run folder.
+        data: Data folders.
+        split: The run's split to evaluate (unseen patients are always evaluated).
+        out: Report folder (default ``<run>-report`` beside the run; never inside it).
+        n_boot: Bootstrap replicates.
+
+    Returns:
+        ``{"split", "table": label → figure, "patients", "report"}``.
+    """
+    run_dir = Path(run)
+    report_dir = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-report"
+    report = evaluate_run(
+        run=run_dir, data=[Path(d) for d in data], out=report_dir, split=split, n_boot=n_boot
+    )
+    table = {label: report.figure(key) for label, key in DEMO_TABLE.items()}
+    return {
+        "split": split,
+        "table": table,
+        "patients": list(report.held.case_ids),
+        "report": str(report_dir),
+    }
 
 
 def run_demo(
     *, config: Path, out: Path, data: Path | None = None, workers: int = 2
 ) -> dict[str, Any]:
     """The whole main job; returns the results table as a mapping."""
-    from tumorscope.evaluation.demo_eval import evaluate_held_out
-    from tumorscope.training.run import train_run
-
     cfg = load_config(config)
     data_dir = data or out.parent / f"{out.name}-data"
     t0 = time.perf_counter()
@@ -87,7 +137,7 @@ def run_demo(
     figures["stages"] = {
         k: v.get("best_metrics", v.get("skipped")) for k, v in result.stages.items()
     }
-    (out / "demo-results.json").write_text(json.dumps(figures, indent=2) + "\n")
+    atomic_write_json(out / "demo-results.json", figures)
     return figures
 
 

@@ -14,15 +14,16 @@ from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tumorscope.data.layout import discover, load_case, region_masks
+from tumorscope.evaluation.collect import HeldOut
 from tumorscope.evaluation.evaluate import (
     EvaluationError,
     EvaluationReport,
-    censor_at,
     evaluate_predictor,
     evaluate_run,
 )
 from tumorscope.evaluation.report import PLOT_FILES, load_predictions
 from tumorscope.evaluation.schema import validate_metrics
+from tumorscope.evaluation.sections import censor_at, survival_section
 from tumorscope.inference.predictor import Predictor
 from tumorscope.metrics.segmentation import EMPTY_HD95_MM
 
@@ -264,9 +265,6 @@ def test_survival_section_against_scikit_survival() -> None:
     from sksurv.metrics import integrated_brier_score as sk_ibs
     from sksurv.util import Surv
 
-    from tumorscope.evaluation.demo_eval import HeldOut
-    from tumorscope.evaluation.evaluate import survival_section
-
     rng = np.random.default_rng(7)
     n = 40
     true = rng.normal(size=n)
@@ -308,17 +306,3 @@ def test_survival_section_against_scikit_survival() -> None:
     m = survival_section(held, cal, n_boot=5, seed=0)
     assert m["c_index"]["value"] is None and "no event" in m["c_index"]["reason"]
     assert m["ibs"]["value"] is None and "baseline" in m["ibs"]["reason"]
-
-
-def test_demo_table_comes_from_the_report(
-    tiny_run: Path, synth_brain: Path, tmp_path: Path
-) -> None:
-    from tumorscope.evaluation.demo_eval import DEMO_TABLE, evaluate_held_out
-
-    figures = evaluate_held_out(run=tiny_run, data=[synth_brain], out=tmp_path / "r", n_boot=10)
-    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    assert list(figures["table"]) == list(DEMO_TABLE)
-    for label, key in DEMO_TABLE.items():
-        section, name = key.split(".")
-        assert figures["table"][label] == metrics[section][name]
-    assert figures["split"] == "test" and figures["report"] == str(tmp_path / "r")

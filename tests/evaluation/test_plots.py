@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tumorscope.evaluation import plots
-from tumorscope.evaluation.demo_eval import Overlay
+from tumorscope.evaluation.collect import Overlay
 
 
 def _png(path: Path) -> np.ndarray:

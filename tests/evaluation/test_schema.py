@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tumorscope.evaluation.demo_eval import HeldOut
-from tumorscope.evaluation.evaluate import compute_metrics
+from tumorscope.evaluation.collect import HeldOut
 from tumorscope.evaluation.schema import MetricsSchemaError, validate_metrics
+from tumorscope.evaluation.sections import compute_metrics
 
 
 def _held() -> HeldOut:

@@ -16,7 +16,6 @@ image ids) both evaluated:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -25,6 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import wilcoxon
+
+from tumorscope.evaluation.evaluate import EvaluationError, evaluate_run
+from tumorscope.evaluation.report import PREDICTIONS_FILE, format_figure, load_predictions
+from tumorscope.metrics.classification import roc_auc
+from tumorscope.metrics.delong import delong_test
+from tumorscope.metrics.stats import PairedBootstrap, non_inferiority, paired_bootstrap
+from tumorscope.metrics.survival import harrell_c_index
+from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +94,6 @@ class Comparison:
 
     def markdown(self) -> str:
         """``compare.md``: headline figures side by side, then the paired tests."""
-        from tumorscope.evaluation.report import format_figure
-
         lines = ["# tumorscope comparison", "", f"Reference: `{self.names[0]}`.", ""]
         lines += ["| figure | " + " | ".join(f"`{n}`" for n in self.names) + " |"]
         lines += ["|---" * (len(self.names) + 1) + "|"]
@@ -131,7 +137,14 @@ def _lookup(metrics: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _test(
-    other: str, metric: str, test: str, n: int, ref: float, oth: float, paired: Any, p: float
+    other: str,
+    metric: str,
+    test: str,
+    n: int,
+    ref: float,
+    oth: float,
+    paired: PairedBootstrap,
+    p: float,
 ) -> dict[str, Any]:
     return {
         "other": other,
@@ -161,10 +174,6 @@ def dice_test(
     seed: int,
 ) -> dict[str, Any] | None:
     """Paired bootstrap + Wilcoxon + non-inferiority on the per-patient 3D Dice."""
-    from scipy.stats import wilcoxon
-
-    from tumorscope.metrics.stats import non_inferiority, paired_bootstrap
-
     pairs = _shared(ref["cases"], oth["cases"], "patient_id")
     if not pairs:
         return None
@@ -182,10 +191,6 @@ def auc_test(
     ref: dict[str, Any], oth: dict[str, Any], name: str, n_boot: int, seed: int
 ) -> dict[str, Any] | None:
     """DeLong test of the ROC-AUCs on shared units, with a paired patient-bootstrap CI."""
-    from tumorscope.metrics.classification import roc_auc
-    from tumorscope.metrics.delong import delong_test
-    from tumorscope.metrics.stats import paired_bootstrap
-
     pairs = _shared(ref["classification"], oth["classification"], "id")
     labels = np.asarray([p[0]["label"] for p in pairs], dtype=np.int64)
     if labels.size == 0 or labels.min() == labels.max():
@@ -206,9 +211,6 @@ def cindex_test(
     ref: dict[str, Any], oth: dict[str, Any], name: str, n_boot: int, seed: int
 ) -> dict[str, Any] | None:
     """Paired patient bootstrap of Harrell's C-index difference."""
-    from tumorscope.metrics.stats import paired_bootstrap
-    from tumorscope.metrics.survival import harrell_c_index
-
     pairs = _shared(ref["survival"], oth["survival"], "patient_id")
     event = np.asarray([p[0]["event"] for p in pairs], dtype=bool)
     if not event.any():
@@ -233,9 +235,6 @@ def _names(folders: Sequence[Path]) -> list[str]:
 def _resolve(
     folder: Path, name: str, out: Path, data: Sequence[Path] | None, split: str, n_boot: int
 ) -> Path:
-    from tumorscope.evaluation.evaluate import EvaluationError, evaluate_run
-    from tumorscope.evaluation.report import PREDICTIONS_FILE
-
     if (folder / PREDICTIONS_FILE).is_file():
         return folder
     if (folder / "manifest.json").is_file():
@@ -275,8 +274,6 @@ def compare_runs(
         EvaluationError: An input is neither a report nor (with ``data``) a run folder.
         ValueError: Fewer than two inputs.
     """
-    from tumorscope.evaluation.report import load_predictions
-
     folders = [Path(r) for r in runs]
     if len(folders) < 2:
         raise ValueError(f"runs: compare needs at least two folders, got {len(folders)}")
@@ -300,6 +297,6 @@ def compare_runs(
             if rec is not None:
                 result.tests.append(rec)
     out.mkdir(parents=True, exist_ok=True)
-    (out / COMPARE_JSON).write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    (out / COMPARE_MD).write_text(result.markdown())
+    atomic_write_json(out / COMPARE_JSON, result.to_json())
+    atomic_write_bytes(out / COMPARE_MD, result.markdown().encode())
     return result

@@ -8,15 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+from tumorscope.evaluation.collect import Overlay
+from tumorscope.metrics.calibration import ece, reliability_curve
+from tumorscope.metrics.survival import kaplan_meier
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # deferred: heavy, and only needed once a plot is drawn
 
     matplotlib.use("Agg")  # inside the function: no global side effect at import
     import matplotlib.pyplot as plt
@@ -24,7 +37,7 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     _plt().close(fig)
@@ -47,8 +60,6 @@ def _two_classes(label: np.ndarray) -> bool:
 
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
     """ROC curves, one per named ``(score (N,), label (N,))`` pair, with the chance line."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     usable = {k: v for k, v in curves.items() if _two_classes(np.asarray(v[1]))}
     if not usable:
         return unavailable(path, "ROC curve", "labels hold one class only")
@@ -66,8 +77,6 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) ->
 
 def plot_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
     """Precision–recall curves with each set's prevalence as the no-skill line."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
     usable = {k: v for k, v in curves.items() if np.asarray(v[1]).sum() > 0}
     if not usable:
         return unavailable(path, "Precision–recall curve", "no positive sample")
@@ -94,8 +103,6 @@ def plot_reliability(
         path: Output PNG.
         n_bins: Equal-width bins on [0, 1].
     """
-    from tumorscope.metrics.calibration import ece, reliability_curve
-
     usable = {k: v for k, v in sets.items() if np.asarray(v[1]).size > 0}
     if not usable:
         return unavailable(path, "Reliability diagram", "no classification sample")
@@ -121,8 +128,6 @@ def plot_km(
     time: np.ndarray, event: np.ndarray, group: np.ndarray, p_value: float | None, path: Path
 ) -> Path:
     """Kaplan–Meier curves per predicted risk group, with the log-rank p-value in the title."""
-    from tumorscope.metrics.survival import kaplan_meier
-
     title = "Kaplan–Meier by predicted risk group"
     if np.asarray(time).size == 0:
         return unavailable(path, title, "no patient with an outcome and a risk")
@@ -153,7 +158,7 @@ def plot_dice(dice_by_region: Mapping[str, Sequence[float]], path: Path) -> Path
     for name, values in dice_by_region.items():
         v = np.asarray(values, dtype=float)
         ax.hist(v, bins=bins, alpha=0.6, label=f"{name} (mean {v.mean():.3f}, n={v.size})")
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred with matplotlib (see _plt)
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="Dice", ylabel="patients", title=title, xlim=(0, 1))
@@ -162,8 +167,8 @@ def plot_dice(dice_by_region: Mapping[str, Sequence[float]], path: Path) -> Path
 
 
 def overlay_selection(
-    overlays: Sequence[Any], n_worst: int = 4, n_total: int = 8
-) -> list[tuple[Any, str]]:
+    overlays: Sequence[Overlay], n_worst: int = 4, n_total: int = 8
+) -> list[tuple[Overlay, str]]:
     """The ``n_worst`` lowest-Dice overlays (tag ``worst``), then the best ones up to ``n_total``."""
     order = sorted(overlays, key=lambda o: o.dice)
     worst = order[:n_worst]
@@ -171,11 +176,13 @@ def overlay_selection(
     return [(o, "worst") for o in worst] + [(o, "best") for o in best]
 
 
-def plot_overlays(overlays: Sequence[Any], path: Path, n_worst: int = 4, n_total: int = 8) -> Path:
+def plot_overlays(
+    overlays: Sequence[Overlay], path: Path, n_worst: int = 4, n_total: int = 8
+) -> Path:
     """Grid of (image, truth, prediction) rows, worst cases first (:func:`overlay_selection`).
 
     Args:
-        overlays: :class:`~tumorscope.evaluation.demo_eval.Overlay` records.
+        overlays: One record per case.
         path: Output PNG.
         n_worst: Worst cases shown (lowest Dice).
         n_total: Rows at most; the rest are the best cases.
@@ -185,7 +192,7 @@ def plot_overlays(overlays: Sequence[Any], path: Path, n_worst: int = 4, n_total
         return unavailable(path, title, "no case with a ground-truth mask")
     rows = overlay_selection(overlays, n_worst, n_total)
     plt = _plt()
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap  # deferred with matplotlib (see _plt)
 
     fig, axes = plt.subplots(
         len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False, layout="constrained"

@@ -1,7 +1,8 @@
 """Writing a report folder: ``metrics.json``, ``predictions.json``, ``report.md``, plots.
 
 ``predictions.json`` holds the raw per-patient / per-slice / per-image outputs that
-``tumorscope compare`` pairs on (same patient ids, same slice ids).
+``tumorscope compare`` pairs on (same patient ids, same slice ids). Every file is written
+atomically (temp file, fsync, rename), as every other artefact.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tumorscope import DISCLAIMER
-
-if TYPE_CHECKING:
-    from tumorscope.evaluation.demo_eval import HeldOut
-    from tumorscope.evaluation.evaluate import EvaluationReport
+from tumorscope.evaluation import plots
+from tumorscope.evaluation.collect import HeldOut, classification_units, survival_arrays
+from tumorscope.evaluation.schema import validate_metrics
+from tumorscope.evaluation.sections import risk_groups
+from tumorscope.metrics.calibration import apply_temperature
+from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ def _num(x: float) -> float | None:
 
 def predictions_dict(held: HeldOut) -> dict[str, Any]:
     """JSON-able raw outputs: ``cases``, ``classification`` units and ``survival`` patients."""
-    from tumorscope.evaluation.demo_eval import classification_units, survival_arrays
-
     u = classification_units(held)
     s = survival_arrays(held)
     cases = [
@@ -108,13 +109,9 @@ def load_predictions(folder: Path) -> dict[str, Any]:
     return out
 
 
-def _plots(report: EvaluationReport, calibration: Mapping[str, Any]) -> dict[str, Path]:
-    from tumorscope.evaluation import plots
-    from tumorscope.evaluation.demo_eval import classification_units, survival_arrays
-    from tumorscope.evaluation.evaluate import risk_groups
-    from tumorscope.metrics.calibration import apply_temperature
-
-    held, out = report.held, report.out
+def _plots(
+    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Mapping[str, Any]
+) -> dict[str, Path]:
     u = classification_units(held)
     curves = {
         str(src): (u.prob[u.source == src], u.label[u.source == src])
@@ -123,7 +120,7 @@ def _plots(report: EvaluationReport, calibration: Mapping[str, Any]) -> dict[str
     if len(curves) > 1:
         curves = {"all": (u.prob, u.label), **curves}
     s = survival_arrays(held)
-    p = report.metrics["survival"]["logrank_p"]["value"]
+    p = metrics["survival"]["logrank_p"]["value"]
     return {
         "roc": plots.plot_roc(curves, out / PLOT_FILES["roc"]),
         "pr": plots.plot_pr(curves, out / PLOT_FILES["pr"]),
@@ -163,9 +160,17 @@ def _rows(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[
     return rows
 
 
-def markdown_report(report: EvaluationReport) -> str:
-    """``report.md``: settings, one table per section, and the plots."""
-    m = report.metrics
+def markdown_report(
+    metrics: Mapping[str, Any], held: HeldOut, plot_files: Mapping[str, Path]
+) -> str:
+    """``report.md``: settings, one table per section, and the plots.
+
+    Args:
+        metrics: The ``metrics.json`` content (with ``meta``).
+        held: The collected outputs the figures come from.
+        plot_files: Plot name → PNG path (linked by file name).
+    """
+    m = metrics
     meta = m.get("meta", {})
     lines = [
         "# tumorscope evaluation report",
@@ -176,9 +181,9 @@ def markdown_report(report: EvaluationReport) -> str:
         f"- split: `{meta.get('split')}` of the run's patients, plus every patient it never saw",
         f"- temperature {meta.get('temperature', float('nan')):.3f}, decision threshold "
         f"{meta.get('threshold', float('nan')):.3f}, gate {meta.get('gate_threshold', float('nan')):.2f}",
-        f"- volumes {len(report.held.case_ids)}, survival patients {len(report.held.risk)} "
-        f"({sum(e for _, e in report.held.outcomes.values())} events), "
-        f"slices {len(report.held.slice_prob)}, images {len(report.held.image_prob)}",
+        f"- volumes {len(held.case_ids)}, survival patients {len(held.risk)} "
+        f"({sum(e for _, e in held.outcomes.values())} events), "
+        f"slices {len(held.slice_prob)}, images {len(held.image_prob)}",
         "- 95% CIs: percentile bootstrap over patients "
         f"({meta.get('n_boot')} replicates); `n` = patients. Small test sets give wide CIs.",
         "",
@@ -189,28 +194,34 @@ def markdown_report(report: EvaluationReport) -> str:
             lines.append(f"| {key} | {format_figure(f)} | {f['n']} |")
         lines.append("")
     lines += ["## plots", ""]
-    for name, path in report.plots.items():
+    for name, path in plot_files.items():
         lines += [f"### {name}", "", f"![{name}]({path.name})", ""]
     lines += [f"_{DISCLAIMER}_", ""]
     return "\n".join(lines)
 
 
-def write_report(report: EvaluationReport, calibration: Mapping[str, Any]) -> dict[str, Path]:
+def write_report(
+    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Mapping[str, Any]
+) -> dict[str, Path]:
     """Write every file of the report folder; returns plot name → path.
 
     ``metrics.json`` is validated against the schema before it is written.
-    """
-    from tumorscope.evaluation.schema import validate_metrics
 
-    out = report.out
+    Args:
+        out: Report folder (created).
+        metrics: The ``metrics.json`` content (with ``meta``).
+        held: The collected outputs (``predictions.json``, plots).
+        calibration: The run's calibration (risk groups of the KM plot).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    validate_metrics(report.metrics)
-    (out / METRICS_FILE).write_text(json.dumps(report.metrics, indent=2) + "\n")
-    (out / PREDICTIONS_FILE).write_text(json.dumps(predictions_dict(report.held)) + "\n")
-    report.plots = _plots(report, calibration)
-    (out / REPORT_FILE).write_text(markdown_report(report))
+    validate_metrics(metrics)
+    atomic_write_json(out / METRICS_FILE, metrics)
+    # compact: per-slice rows make this file large
+    atomic_write_bytes(out / PREDICTIONS_FILE, (json.dumps(predictions_dict(held)) + "\n").encode())
+    plot_files = _plots(out, metrics, held, calibration)
+    atomic_write_bytes(out / REPORT_FILE, markdown_report(metrics, held, plot_files).encode())
     log.info("report written to %s", out)
-    return report.plots
+    return plot_files
 
 
 __all__ = [

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from tumorscope.metrics.stats import bootstrap_ci
+
 FIGURE: dict[str, Any] = {
     "type": "object",
     "required": ["value", "ci95", "n", "unit"],
@@ -84,7 +86,7 @@ def validate_metrics(obj: Any, source: str = "metrics.json") -> None:
     Raises:
         MetricsSchemaError: ``"SOURCE: key.path: fault"`` for the first error found.
     """
-    import jsonschema
+    import jsonschema  # deferred: not a declared dependency of tumorscope
 
     validator = jsonschema.Draft202012Validator(METRICS_SCHEMA)
     error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
@@ -156,8 +158,6 @@ def boot_figure(
         unit: Unit of the figure.
         reason: Reason given when the estimate is undefined (NaN).
     """
-    from tumorscope.metrics.stats import bootstrap_ci
-
     n = len(np.unique(groups)) if groups is not None else len(arrays[0])
     if len(arrays[0]) == 0:
         return undefined(reason, 0, unit)

@@ -5,7 +5,8 @@ This measures exactly what users get: volumes go through ``Predictor.predict_vol
 conditional-mask gate applied), images through ``Predictor.predict_batch``.
 :func:`collect_held_out` gathers per-patient Dice (gated and ungated, per region), HD95,
 per-slice and per-image tumour logits/probabilities/labels, per-patient risks with their
-outcomes, and one overlay slice per case; :func:`evaluate_held_out` is the demo's table.
+outcomes, and one overlay slice per case. :func:`classification_units` and
+:func:`survival_arrays` turn them into the row-aligned arrays the figures are computed on.
 
 Geometry: the predicted masks and the true masks are both in the input's canonical (RAS)
 grid at the input's own resolution, i.e. the original voxels up to an axis permutation/flip,
@@ -16,12 +17,18 @@ file's original geometry; no resampling is involved.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tumorscope.data.layout import discover, load_case, region_masks
+from tumorscope.data.types import LoadedCase
+from tumorscope.inference.predictor import Predictor
+from tumorscope.inference.results import VolumeResult
+from tumorscope.metrics.segmentation import dice, segmentation_metrics
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +101,12 @@ class HeldOut:
     overlays: list[Overlay] = field(default_factory=list)
 
 
-def held_out_patients(manifest: dict[str, Any], split: str) -> set[str]:
+def held_out_patients(manifest: Mapping[str, Any], split: str) -> set[str]:
     """Patients of ``split`` in the run's own splits."""
     return set((manifest.get("splits") or {}).get(split, []))
 
 
-def seen_patients(manifest: dict[str, Any]) -> set[str]:
+def seen_patients(manifest: Mapping[str, Any]) -> set[str]:
     """Patients in any of the run's splits."""
     return {p for ids in (manifest.get("splits") or {}).values() for p in ids}
 
@@ -134,12 +141,12 @@ def _overlay(pid: str, image: np.ndarray, truth: np.ndarray, pred: np.ndarray, d
     )
 
 
-def _add_case(out: HeldOut, pid: str, source: str, loaded: Any, result: Any) -> None:
-    from tumorscope.data.layout import region_masks
-    from tumorscope.metrics.segmentation import dice, segmentation_metrics
-
+def _add_case(
+    out: HeldOut, pid: str, source: str, loaded: LoadedCase, mask: np.ndarray, result: VolumeResult
+) -> None:
+    """Append one volume case: ``mask`` is ``loaded.mask`` (raw labels ``(X, Y, Z)``)."""
     regions = out.regions
-    truth = region_masks(loaded.mask, source, regions).astype(bool)
+    truth = region_masks(mask, source, regions).astype(bool)
     spacing = tuple(float(s) for s in loaded.meta.spacing[:3])
     per_region = [
         segmentation_metrics(result.masks[i].astype(bool), truth[i], spacing)
@@ -178,12 +185,12 @@ def _add_case(out: HeldOut, pid: str, source: str, loaded: Any, result: Any) -> 
 
 
 def collect_held_out(
-    predictor: Any, data: Sequence[str | Path], patients: set[str], seen: set[str]
+    predictor: Predictor, data: Sequence[str | Path], patients: set[str], seen: set[str]
 ) -> HeldOut:
     """Predict held-out cases and images: ``patients`` of the run's split plus unseen ones.
 
     Args:
-        predictor: A :class:`tumorscope.inference.predictor.Predictor`.
+        predictor: The model, as users get it.
         data: Data folders (every layout under them is read).
         patients: Patients of the run's evaluated split.
         seen: Patients in any of the run's splits (others are always evaluated).
@@ -191,8 +198,6 @@ def collect_held_out(
     Returns:
         The collected :class:`HeldOut` outputs.
     """
-    from tumorscope.data.layout import discover, load_case
-
     index = discover(data)
     out = HeldOut(
         regions=list(predictor.regions),
@@ -216,7 +221,7 @@ def collect_held_out(
             clinical = {c: outcome.clinical.get(c) for c in clinical_columns}
         result = predictor.predict_volume(loaded, source=case.source, clinical=clinical)
         if loaded.mask is not None:
-            _add_case(out, pid, case.source, loaded, result)
+            _add_case(out, pid, case.source, loaded, loaded.mask, result)
         if outcome is not None and result.risk is not None:
             out.risk[pid] = float(result.risk.log_hazard)
             out.outcomes[pid] = (float(outcome.time), bool(outcome.event))
@@ -286,53 +291,4 @@ def survival_arrays(held: HeldOut) -> dict[str, np.ndarray]:
         "time": np.asarray([held.outcomes[p][0] for p in pids], dtype=np.float64),
         "event": np.asarray([held.outcomes[p][1] for p in pids], dtype=bool),
         "true_risk": np.asarray([held.true_risk.get(p, np.nan) for p in pids], dtype=np.float64),
-    }
-
-
-# Demo table rows: label → metrics.json key.
-DEMO_TABLE = {
-    "3D whole-tumour Dice": "segmentation.dice",
-    "3D Dice, ungated": "segmentation.dice_ungated",
-    "HD95": "segmentation.hd95_mm",
-    "slice ROC-AUC": "classification.slice_roc_auc",
-    "image-folder ROC-AUC": "classification.image_roc_auc",
-    "C-index (Harrell)": "survival.c_index",
-    "C-index, oracle": "survival.c_index_oracle",
-    "ECE after temperature": "calibration.ece_after_temperature",
-}
-
-
-def evaluate_held_out(
-    *,
-    run: str | Path,
-    data: Sequence[str | Path],
-    split: str = "test",
-    out: str | Path | None = None,
-    n_boot: int = 1000,
-) -> dict[str, Any]:
-    """The demo's results table, read from :func:`~tumorscope.evaluation.evaluate.evaluate_run`.
-
-    Args:
-        run: Run folder.
-        data: Data folders.
-        split: The run's split to evaluate (unseen patients are always evaluated).
-        out: Report folder (default ``<run>-report`` beside the run; never inside it).
-        n_boot: Bootstrap replicates.
-
-    Returns:
-        ``{"split", "table": label → figure, "patients", "report"}``.
-    """
-    from tumorscope.evaluation.evaluate import evaluate_run
-
-    run_dir = Path(run)
-    report_dir = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-report"
-    report = evaluate_run(
-        run=run_dir, data=[Path(d) for d in data], out=report_dir, split=split, n_boot=n_boot
-    )
-    table = {label: report.figure(key) for label, key in DEMO_TABLE.items()}
-    return {
-        "split": split,
-        "table": table,
-        "patients": list(report.held.case_ids),
-        "report": str(report_dir),
     }

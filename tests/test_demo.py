@@ -1,0 +1,20 @@
+"""The demo's results table: every row read from the report of ``evaluate_run``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tumorscope.demo import DEMO_TABLE, evaluate_held_out
+
+
+def test_demo_table_comes_from_the_report(
+    tiny_run: Path, synth_brain: Path, tmp_path: Path
+) -> None:
+    figures = evaluate_held_out(run=tiny_run, data=[synth_brain], out=tmp_path / "r", n_boot=10)
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert list(figures["table"]) == list(DEMO_TABLE)
+    for label, key in DEMO_TABLE.items():
+        section, name = key.split(".")
+        assert figures["table"][label] == metrics[section][name]
+    assert figures["split"] == "test" and figures["report"] == str(tmp_path / "r")
