@@ -80,14 +80,24 @@ def test_a_stage_checkpoint_loads_with_stage_calibration_and_parent_data(tiny_ru
     assert cal.tau == parent.calibration.tau
     assert cal.train_survival == parent.calibration.train_survival
     assert stage.manifest.splits == parent.manifest.splits
-    # A lone stage checkpoint (not inside a run) has no calibration to predict with.
+    # A stage checkpoint outside its run: stage defaults, no parent data, every patient.
     lone = Path(shutil.copytree(stage_dir, Path(str(tiny_run) + "-lone-stage")))
     try:
-        assert load_run(lone).calibration is None
-        with pytest.raises(DataError, match="manifest has no calibration"):
-            Predictor.from_run(lone)
+        alone = load_run(lone)
+        assert alone.calibration is not None and alone.calibration.tau is None
+        assert alone.calibration.threshold == 0.5 and alone.manifest.splits is None
     finally:
         shutil.rmtree(lone)
+
+
+def test_a_manifest_without_calibration_or_stage_is_not_a_finished_run(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    _edit_manifest(run, calibration=None)
+    assert load_run(run).calibration is None
+    with pytest.raises(DataError, match="manifest has no calibration"):
+        Predictor.from_run(run)
 
 
 def test_an_older_schema_loads_with_defaults_and_a_newer_one_fails(
@@ -128,9 +138,9 @@ def test_calibration_round_trip_and_validation() -> None:
     assert (cal.temperature, cal.threshold, cal.gate_threshold, cal.tau) == (2.0, 0.25, 0.3, 300.0)
     assert Calibration.from_dict(cal.to_dict()).to_dict() == cal.to_dict()
     assert dict(cal)["threshold"] == 0.25  # the mapping view is the JSON form
-    with pytest.raises(ValueError, match="temperature -1.0 is not positive"):
+    with pytest.raises(ValueError, match=r"temperature -1\.0 is not positive"):
         Calibration(temperature=-1.0)
-    with pytest.raises(ValueError, match="gate_threshold 1.5 is not a probability"):
+    with pytest.raises(ValueError, match=r"gate_threshold 1\.5 is not a probability"):
         Calibration(gate_threshold=1.5)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['temprature'\]"):
         Calibration.from_dict({"temprature": 1.0})

@@ -27,12 +27,9 @@ from tumorscope.evaluation.collect import (
 from tumorscope.evaluation.report import write_report
 from tumorscope.evaluation.sections import compute_metrics
 from tumorscope.inference.predictor import Predictor
+from tumorscope.runs import CheckpointError, load_run
 
 log = logging.getLogger(__name__)
-
-# Defaults a stage checkpoint is evaluated with: it has no calibration of its own.
-STAGE_TEMPERATURE = 1.0
-STAGE_THRESHOLD = 0.5
 
 
 class EvaluationError(Exception):
@@ -55,48 +52,17 @@ def load_predictor(run: str | Path) -> Predictor:
     A stage checkpoint has no calibration: it is evaluated with temperature 1, threshold
     0.5 and the configured gate (0.3 by default); the parent run's splits, training
     survival data, ``tau`` and clinical imputation (data properties, not model ones) are
-    used, and the Breslow baseline and risk quantiles (fitted to the final model) are not.
+    used, and the Breslow baseline and risk quantiles (fitted to the final model) are not
+    (:func:`tumorscope.runs.load.stage_calibration`).
 
     Raises:
-        EvaluationError: The folder is not a checkpoint.
+        EvaluationError: The folder is not a readable run or checkpoint.
     """
-    from safetensors.torch import load_file
-
-    from tumorscope.config import config_from_dict
-    from tumorscope.inference.predictor import Predictor
-    from tumorscope.models.registry import create_model
-    from tumorscope.training.checkpoint import MODEL_FILE, CheckpointError, read_manifest
-
     run_dir = Path(run)
     try:
-        manifest = read_manifest(run_dir)
+        return Predictor.from_loaded(load_run(run_dir))
     except CheckpointError as err:
         raise EvaluationError(run_dir, f"not a readable run or stage checkpoint ({err})") from None
-    if "calibration" in manifest:
-        return Predictor.from_run(run_dir)
-    parent: dict[str, Any] = {}
-    if run_dir.parent.name == "stages":
-        try:
-            parent = read_manifest(run_dir.parent.parent)
-        except CheckpointError:
-            log.warning("%s: parent run unreadable; evaluating every patient", run_dir)
-    cfg = config_from_dict(manifest["config"], source=str(run_dir / "manifest.json"))
-    pcal = parent.get("calibration") or {}
-    calibration = {
-        "temperature": STAGE_TEMPERATURE,
-        "threshold": STAGE_THRESHOLD,
-        "gate_threshold": cfg.calibration.gate_threshold,
-        "baseline_hazard": None,
-        "risk_quantiles": None,
-        "tau": pcal.get("tau"),
-        "train_survival": pcal.get("train_survival"),
-        "imputation": pcal.get("imputation"),
-        "reasons": {"stage": "stage checkpoint: temperature 1, threshold 0.5, no baseline"},
-    }
-    model = create_model(cfg.model)
-    model.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
-    full = {**manifest, "calibration": calibration, "splits": parent.get("splits")}
-    return Predictor(model, cfg, full)
 
 
 @dataclass

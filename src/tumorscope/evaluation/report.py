@@ -21,6 +21,7 @@ from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import risk_groups
 from tumorscope.metrics.calibration import apply_temperature
 from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
+from tumorscope.runs.manifest import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def load_predictions(folder: Path) -> dict[str, Any]:
 
 
 def _plots(
-    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Mapping[str, Any]
+    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Calibration
 ) -> dict[str, Path]:
     u = classification_units(held)
     curves = {
@@ -201,7 +202,7 @@ def markdown_report(
 
 
 def write_report(
-    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Mapping[str, Any]
+    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Calibration
 ) -> dict[str, Path]:
     """Write every file of the report folder; returns plot name → path.
 

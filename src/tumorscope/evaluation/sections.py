@@ -19,6 +19,7 @@ from tumorscope.evaluation.schema import boot_figure, figure, undefined
 from tumorscope.metrics import survival as sm
 from tumorscope.metrics.calibration import apply_temperature, ece
 from tumorscope.metrics.classification import pr_auc, roc_auc, sensitivity, specificity
+from tumorscope.runs.manifest import Calibration
 
 SCHEMA_VERSION = 1
 
@@ -160,9 +161,10 @@ def censor_at(time: np.ndarray, event: np.ndarray, horizon: float) -> tuple[np.n
 
 
 def survival_section(
-    held: HeldOut, calibration: Mapping[str, Any], n_boot: int, seed: int
+    held: HeldOut, calibration: Calibration | Mapping[str, Any], n_boot: int, seed: int
 ) -> dict[str, Any]:
     """Harrell's and Uno's C, td-AUC, IBS, oracle C-index and the KM log-rank p-value."""
+    cal = Calibration.coerce(calibration)
     s = survival_arrays(held)
     risk, time, event = s["risk"], s["time"], s["event"]
     n = int(risk.size)
@@ -176,8 +178,8 @@ def survival_section(
             [risk, time, event], sm.harrell_c_index, reason=no_events or "no comparable pair", **kw
         )
     }
-    train = calibration.get("train_survival") or None
-    tau = calibration.get("tau")
+    train = cal.train_survival or None
+    tau = cal.tau
     if train is None:
         why = "the run's manifest has no training survival data (needed for IPCW)"
         out.update({k: undefined(why, n) for k in ("c_index_uno", "td_auc", "ibs")})
@@ -204,7 +206,7 @@ def survival_section(
                 reason=no_events or "no time point with both cases and controls",
                 **kw,
             )
-        base = calibration.get("baseline_hazard")
+        base = cal.baseline_hazard
         if not base:
             out["ibs"] = undefined("the model has no Breslow baseline hazard in its manifest", n)
         elif grid.size < 2:
@@ -229,23 +231,27 @@ def survival_section(
         )
     else:
         out["c_index_oracle"] = undefined("the data has no true-risk sidecar", n)
-    groups = risk_groups(risk, calibration)
+    groups = risk_groups(risk, cal)
     _, p = sm.logrank(time, event, groups)
     why = no_events or "all patients fall in one predicted risk group"
     out["logrank_p"] = figure(p, None, n, "", why)
     return out
 
 
-def risk_groups(risk: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
+def risk_groups(risk: np.ndarray, calibration: Calibration) -> np.ndarray:
     """``"high"``/``"low"`` per patient: above the training cohort's median risk (the test
     median when the run has no risk quantiles), so groups are fixed before seeing outcomes."""
-    q = calibration.get("risk_quantiles")
+    q = calibration.risk_quantiles
     cut = float(np.interp(0.5, q["q"], q["value"])) if q else float(np.median(risk))
     return np.where(risk > cut, "high", "low").astype(object)
 
 
 def compute_metrics(
-    held: HeldOut, calibration: Mapping[str, Any], *, n_boot: int = 1000, seed: int = 0
+    held: HeldOut,
+    calibration: Calibration | Mapping[str, Any],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The nested ``metrics.json`` content (without ``meta``) from collected outputs."""
     return {

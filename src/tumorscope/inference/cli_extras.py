@@ -16,6 +16,7 @@ import numpy as np
 
 from tumorscope.data.types import DataError
 from tumorscope.inference.full import MAP_NAMES, MAP_UNITS, FullResult, predict_full
+from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.uncertainty import DEFAULT_REVIEW_CUTOFF
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ TruthInput = np.ndarray | str | Path
 
 
 def write_uncertainty_outputs(
-    predictor: Any,
+    predictor: Predictor,
     input_path: str | Path,
     out_dir: str | Path,
     name: str,
@@ -107,7 +108,7 @@ def write_uncertainty_outputs(
             out / f"{name}_figure.png", image=view.image(), probability=prob, uncertainty=unc,
             gradcam=view.cams_2d()[0] if view.cams is not None else None,
             truth=view.truth_2d(), risk=getattr(full.base, "risk", None),
-            risk_quantiles=predictor.calibration.get("risk_quantiles"), title=title,
+            risk_quantiles=predictor.calibration.risk_quantiles, title=title,
             mask=view.mask_2d(),
         )  # fmt: skip
         fields["figure_file"] = f"{name}_figure.png"

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
-from tumorscope.inference.inputs import cut, is_2d_input, read_2d
+from tumorscope.data.spec import PreprocessSpec
+from tumorscope.data.transforms import preprocess_volume, restore_volume
+from tumorscope.data.types import LoadedCase
+from tumorscope.inference.gradcam import CAM_METHODS, CamMethod
+from tumorscope.inference.gradcam import gradcam as gradcam_maps
+from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, is_2d_input, read_2d
+from tumorscope.inference.results import SliceResult, VolumeResult
 from tumorscope.inference.uncertainty import (
     DEFAULT_REVIEW_CUTOFF,
     DEFAULT_SAMPLES,
@@ -18,6 +25,35 @@ from tumorscope.inference.uncertainty import (
     binary_mutual_information,
     mc_dropout,
 )
+from tumorscope.models.multitask import MultiTaskNet
+
+
+class FullPredictor(Protocol):
+    """What :func:`predict_full` asks of a ``tumorscope.inference.predictor.Predictor``."""
+
+    spec: PreprocessSpec
+    temperature: float
+
+    @property
+    def model(self) -> MultiTaskNet: ...
+
+    def predict(
+        self, image: ImageInput, *, name: str | None = None, gate_threshold: float | None = None
+    ) -> SliceResult: ...
+
+    def load_volume(
+        self, case: VolumeInput, *, source: str | None = None, affine: np.ndarray | None = None
+    ) -> tuple[LoadedCase, str, str]: ...
+
+    def predict_volume(
+        self,
+        case: VolumeInput,
+        *,
+        source: str | None = None,
+        clinical: Mapping[str, float | None] | None = None,
+        gate_threshold: float | None = None,
+        affine: np.ndarray | None = None,
+    ) -> VolumeResult: ...
 
 
 @dataclass
@@ -154,7 +190,7 @@ def is_2d_item(item: Any) -> bool:
 
 
 def predict_full(
-    predictor: Any,
+    predictor: FullPredictor,
     image_or_case: Any,
     *,
     mc_samples: int = DEFAULT_SAMPLES,
@@ -169,7 +205,7 @@ def predict_full(
     """All heads, MC-dropout uncertainty and Grad-CAM for a 2D image or a volume.
 
     Args:
-        predictor: A ``tumorscope.inference.predictor.Predictor``.
+        predictor: A ``tumorscope.inference.predictor.Predictor`` (typed by its protocol).
         image_or_case: Anything ``Predictor.predict`` (2D) or ``predict_volume`` takes.
         mc_samples: Dropout samples (0 = no uncertainty).
         gradcam: Compute Grad-CAM of the tumour logit and the patient log-hazard.
@@ -183,10 +219,6 @@ def predict_full(
     Raises:
         DataError: Unreadable input (from the predictor). ValueError: bad arguments.
     """
-    from tumorscope.data.transforms import preprocess_volume, restore_volume
-    from tumorscope.inference.gradcam import CAM_METHODS, CamMethod
-    from tumorscope.inference.gradcam import gradcam as gradcam_maps
-
     if mc_samples < 0:
         raise ValueError(f"mc_samples: must be >= 0, got {mc_samples}")
     if cam_method not in CAM_METHODS:
@@ -196,6 +228,7 @@ def predict_full(
         raise ValueError(f"review_cutoff: must be >= 0 nats, got {review_cutoff}")
     model = predictor.model
     loaded, src = None, "image"
+    base: SliceResult | VolumeResult
     if is_2d_item(image_or_case):
         # The predictor's own reader and cut, so maps align with its mask.
         base = predictor.predict(image_or_case, gate_threshold=gate_threshold)
@@ -221,7 +254,8 @@ def predict_full(
         def restore(maps: np.ndarray) -> np.ndarray:
             return restore_volume(maps, slices, shape)
 
-        chosen = [] if base.risk is None else base.risk.slices_used
+        risk = base.risk
+        chosen = [] if risk is None else risk.slices_used
         used = np.nonzero(np.isin(slice_index, chosen))[0]
     mc = None
     if mc_samples and images.shape[0]:

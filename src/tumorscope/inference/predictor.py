@@ -11,23 +11,30 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from tumorscope.config import Config
+from tumorscope.data.readers import write_like
 from tumorscope.data.spec import PreprocessSpec
+from tumorscope.data.transforms import (
+    VolumeSlices,
+    preprocess_volume,
+    restore_volume,
+    select_slices,
+)
 from tumorscope.data.types import TUMOUR_TYPES, DataError, LoadedCase
 from tumorscope.inference.domain import image_warnings, volume_warnings
+from tumorscope.inference.full import FullResult, predict_full
 from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
 from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult
+from tumorscope.inference.risk import patient_risk
+from tumorscope.models.multitask import MultiTaskNet
+from tumorscope.models.registry import create_model
 from tumorscope.runs import Backend, Calibration, LoadedRun, RunManifest, TorchBackend, load_run
 from tumorscope.runs.files import MANIFEST_FILE, write_checkpoint
-
-if TYPE_CHECKING:
-    from tumorscope.data.transforms import VolumeSlices
-    from tumorscope.models.multitask import MultiTaskNet
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +65,6 @@ class Predictor:
         *,
         calibration: Calibration | None = None,
     ) -> None:
-        from tumorscope.models.multitask import MultiTaskNet
-
         self.backend: Backend = (
             TorchBackend(model, batch_size) if isinstance(model, MultiTaskNet) else model
         )
@@ -133,8 +138,6 @@ class Predictor:
             seed: Seed of the weight initialisation (the global RNG is left untouched).
             batch_size: Slices per forward pass.
         """
-        from tumorscope.models.registry import create_model
-
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = create_model(cfg.model)
@@ -307,15 +310,13 @@ class Predictor:
         loaded, src, name, _ = load_volume(case, self.spec, source=source, affine=affine)
         return loaded, src, name
 
-    def predict_full(self, image_or_case: Any, **kwargs: Any) -> Any:
+    def predict_full(self, image_or_case: ImageInput | VolumeInput, **kwargs: Any) -> FullResult:
         """All heads plus MC-dropout uncertainty and Grad-CAM for a 2D image or a volume.
 
         A thin front to :func:`tumorscope.inference.full.predict_full` (keyword
         arguments: ``mc_samples``, ``gradcam``, ``review_cutoff``, ``seed``, ``cam_method``,
-        ``clinical``, ``gate_threshold``, ``source``); returns its ``FullResult``.
+        ``clinical``, ``gate_threshold``, ``source``).
         """
-        from tumorscope.inference.full import predict_full
-
         return predict_full(self, image_or_case, **kwargs)
 
     def predict_volume(
@@ -343,8 +344,6 @@ class Predictor:
             ``masks_in_input_geometry()`` in its stored grid, volumes in mL, patient
             probability, risk.
         """
-        from tumorscope.data.transforms import preprocess_volume, restore_volume
-
         gate = self._gate(gate_threshold)
         loaded, src, name, warnings = load_volume(case, self.spec, source=source, affine=affine)
         if not np.isfinite(loaded.image).all():
@@ -400,8 +399,6 @@ class Predictor:
         decisions (calibrated probability >= threshold) in place of the unknown true mask,
         so that risks are on the scale of the cohort quantiles and baseline hazard.
         """
-        from tumorscope.data.transforms import select_slices
-
         fg = np.zeros(depth, dtype=np.float32)
         tumour = np.zeros(depth, dtype=bool)
         fg[slices.slice_index] = slices.foreground
@@ -424,36 +421,9 @@ class Predictor:
         Raises:
             ValueError: An unknown covariate name.
         """
-        from tumorscope.data.imputation import ClinicalImputer
-        from tumorscope.metrics.survival import survival_curves
-
-        cols = list(self.manifest.clinical_columns)
-        unknown = sorted(set(clinical or {}) - set(cols))
-        if unknown:
-            raise ValueError(f"clinical: unknown covariate(s) {unknown}; the run uses {cols}")
-        clin: np.ndarray | None = None
-        imputed: list[str] = []
-        if cols:
-            imputer = ClinicalImputer.from_dict(self.calibration.imputation or {})
-            if list(imputer.columns) != cols:
-                raise ValueError(f"run manifest: imputation columns do not match {cols}")
-            row = dict(clinical or {})
-            imputed = [c for c in cols if row.get(c) is None]
-            clin = imputer.transform(row)
-        lh = self.backend.patient_log_hazard(embedding, clin)
-        q = self.calibration.risk_quantiles
-        percentile = float(np.interp(lh, q["value"], np.asarray(q["q"]) * 100)) if q else None
-        base = self.calibration.baseline_hazard
-        times: list[float] = []
-        surv: list[float] = []
-        if base:
-            times = [float(t) for t in base["times"]]
-            curve = survival_curves([lh], (base["times"], base["cumulative"]), times)[0]
-            surv = curve.tolist()
-        return RiskResult(
-            log_hazard=lh, percentile=percentile, survival_times=times, survival=surv,
-            imputed=imputed,
-        )  # fmt: skip
+        return patient_risk(
+            self.backend, self.calibration, self.manifest.clinical_columns, embedding, clinical
+        )
 
     def write_mask(self, result: VolumeResult, path: str | Path) -> Path:
         """Write ``result.masks`` as one label volume in the input's exact geometry.
@@ -461,8 +431,6 @@ class Predictor:
         Region ``i`` gets label ``i + 1`` (later regions overwrite earlier ones); the file
         has the input's stored shape and affine (qform and sform).
         """
-        from tumorscope.data.readers import write_like
-
         if result.meta is None:
             raise ValueError(f"{result.name}: result has no input geometry to write the mask in")
         return write_like(result.label_map(), result.meta, path)

@@ -43,8 +43,9 @@ class LoadedRun:
         manifest: Its typed manifest.
         config: The resolved experiment config.
         spec: The preprocessing spec the model was trained with.
-        calibration: The run's calibration; for a stage checkpoint inside a run, the stage
-            defaults with the parent run's data properties; None for a lone stage checkpoint.
+        calibration: The run's calibration; for a stage checkpoint, the stage defaults with
+            the parent run's data properties (see :func:`stage_calibration`); None for a
+            manifest that is neither a finished run nor a stage checkpoint.
         backend: What computes: a :class:`Backend`.
     """
 
@@ -104,7 +105,7 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
     """Load a finished run folder or a stage checkpoint (``RUN/stages/<name>``).
 
     Hashes are verified and nothing is unpickled. A stage checkpoint gets the calibration
-    of :func:`stage_calibration` and its parent run's splits.
+    of :func:`stage_calibration` and its parent run's splits (none outside a run folder).
 
     Args:
         folder: The run or checkpoint folder.
@@ -121,16 +122,16 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
     source = str(path / MANIFEST_FILE)
     cfg = config_from_dict(manifest.config, source=source)
     calibration = manifest.calibration
-    parent_dir = parent_run(path)
-    if manifest.is_stage and parent_dir is not None:
+    if calibration is None and manifest.is_stage:
         parent: RunManifest | None = None
-        try:
-            parent = read_run_manifest(parent_dir)
-        except (CheckpointError, DataError):
-            log.warning("%s: parent run unreadable; evaluating every patient", path)
+        parent_dir = parent_run(path)
+        if parent_dir is not None:
+            try:
+                parent = read_run_manifest(parent_dir)
+            except (CheckpointError, DataError):
+                log.warning("%s: parent run unreadable; evaluating every patient", path)
         calibration = stage_calibration(cfg.calibration.gate_threshold, parent)
-        if parent is not None and parent.splits is not None:
-            manifest = manifest.replace(splits=parent.splits)
+        manifest = manifest.replace(splits=None if parent is None else parent.splits)
     try:
         spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
         model = create_model(cfg.model)

@@ -94,6 +94,11 @@ class Calibration(_JsonView):
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def coerce(cls, value: Calibration | Mapping[str, Any]) -> Calibration:
+        """``value`` itself, or a :class:`Calibration` read from its JSON form."""
+        return value if isinstance(value, Calibration) else cls.from_dict(value)
+
+    @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, gate_default: float = 0.3) -> Calibration:
         """Build from the stored mapping; ``None`` or absent keys take their defaults.
 
@@ -157,8 +162,8 @@ class RunManifest(_JsonView):
 
     @property
     def is_stage(self) -> bool:
-        """A stage checkpoint (no calibration of its own)."""
-        return self.calibration is None
+        """A stage checkpoint (it names its stage and has no calibration of its own)."""
+        return self.stage is not None
 
     def replace(self, **changes: Any) -> RunManifest:
         return dataclasses.replace(self, **changes)
