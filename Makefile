@@ -27,10 +27,11 @@ demo-petct: install
 test: install
 	$(BIN)/python -m pytest -q
 
-lint: install
+lint: install  # ruff, mypy, and the import contracts of pyproject.toml
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py --full

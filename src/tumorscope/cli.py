@@ -64,7 +64,7 @@ def _friendly_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from tumorscope.config import ConfigError
         from tumorscope.data.types import DataError
-        from tumorscope.training.checkpoint import CheckpointError
+        from tumorscope.runs import CheckpointError
         from tumorscope.training.run import RunError
 
         try:
