@@ -62,6 +62,7 @@ def _friendly_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # deferred: the command's own modules (torch, nibabel) load only when it runs
         from tumorscope.config import ConfigError
         from tumorscope.data.types import DataError
         from tumorscope.runs import CheckpointError
@@ -102,6 +103,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Versions, threads, bf16 support and (optionally) a resolved config."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.config import load_config
     from tumorscope.runtime import runtime_info
 
@@ -115,6 +117,7 @@ def info(
         table.add_row(k, str(v))
     _out().print(table)
     if resolved is not None:
+        # deferred: the command's own modules (torch, nibabel) load only when it runs
         import yaml
 
         _out().print(yaml.safe_dump(resolved, sort_keys=False))
@@ -139,9 +142,11 @@ def train(
     ] = None,
 ) -> None:
     """Train the configured stages into RUN_DIR (validates the config before reading data)."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.config import load_config
 
     cfg = load_config(config, set_ or [])  # fail fast, before touching the data
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.progress import training_progress
     from tumorscope.training.run import train_run
 
@@ -170,6 +175,7 @@ def evaluate(
     ] = "test",
 ) -> None:
     """Evaluate a run on data; write metrics.json, report.md and plots."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.evaluation.evaluate import evaluate_run
 
     report = evaluate_run(run=run, data=data, out=out_dir, split=split)
@@ -194,6 +200,7 @@ def compare(
     ] = 0.02,
 ) -> None:
     """Compare runs side by side with paired tests (DeLong, paired bootstrap, non-inferiority)."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.evaluation.compare import compare_runs
 
     result = compare_runs(runs=runs, out=out_dir, data=data, split=split, margin=margin)
@@ -235,6 +242,7 @@ def predict(
     ] = None,
 ) -> None:
     """Predict tumour probability, mask and risk for each input."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.inference.cli import predict_inputs
 
     lines = predict_inputs(
@@ -264,6 +272,7 @@ def data_synth(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel processes.")] = 1,
 ) -> None:
     """Write synthetic patients in the real on-disk layouts (BraTS, Kaggle, HECKTOR)."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.synthetic import synthesize
 
     if profile not in ("brain-mri", "petct"):
@@ -302,6 +311,7 @@ def data_inspect(
     ** 27,
 ) -> None:
     """Say which layouts a folder holds, then patients, slices, labels, spacing and problems."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.data.inspect import inspect_dataset
 
     _out().print(
@@ -317,6 +327,7 @@ def data_validate(
     ** 27,
 ) -> None:
     """Check every file; print every problem as `PATH: fault`; exit 1 if any."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.data.inspect import validate_dataset
 
     problems = validate_dataset(roots, max_voxels=max_voxels)
@@ -337,6 +348,7 @@ def data_prepare(
     set_: SetOpt = None,
 ) -> None:
     """Preprocess slices into a memory-mapped cache and write splits.json."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.config import load_config
     from tumorscope.data.cache import prepare
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tumorscope import __version__
+
 log = logging.getLogger(__name__)
 
 
@@ -76,9 +78,7 @@ class RuntimeInfo:
 
 def runtime_info() -> RuntimeInfo:
     """Collect versions and hardware capabilities."""
-    import monai
-
-    from tumorscope import __version__
+    import monai  # deferred: heavy, and only `tumorscope info` asks for its version
 
     return RuntimeInfo(
         tumorscope=__version__,

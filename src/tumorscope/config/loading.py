@@ -7,7 +7,9 @@ before validation, so they are checked exactly like values from the file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -112,8 +114,6 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _similar(a: str, b: str) -> bool:
-    import difflib
-
     return difflib.SequenceMatcher(None, a, b).ratio() > 0.75
 
 
@@ -156,8 +156,6 @@ def config_from_dict(
     Raises:
         ConfigError: naming ``source`` and the offending key.
     """
-    import copy
-
     data = copy.deepcopy(dict(raw))
     try:
         for text in overrides:

@@ -40,7 +40,7 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 def _predict_image(
     predictor: Predictor, path: Path, name: str, out: Path, gate: float | None
 ) -> tuple[SliceResult, dict[str, Any]]:
-    from tumorscope.inference.overlay import save_overlay
+    from tumorscope.inference.overlay import save_overlay  # deferred: matplotlib
 
     result = predictor.predict(path, name=name, gate_threshold=gate)
     overlay = out / f"{name}_overlay.png"
@@ -129,6 +129,7 @@ def predict_inputs(
             yield f"{name}: error: {e}"
             continue
         if mc_samples > 0 or gradcam or figure:
+            # deferred: captum and matplotlib, needed only for these outputs
             from tumorscope.inference.cli_extras import write_uncertainty_outputs
 
             try:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from tumorscope.data.spec import PreprocessSpec
-    from tumorscope.data.transforms import VolumeSlices
-    from tumorscope.data.types import LoadedCase
+from tumorscope.data.spec import IMAGE_CHANNEL, PreprocessSpec
+from tumorscope.data.transforms import VolumeSlices
+from tumorscope.data.types import LoadedCase
 
 # The manifest holds no training-cohort intensity/spacing statistics, so "far from training"
 # is judged against what the spec implies (channels, profile, crop, input size) and ranges
@@ -70,8 +67,6 @@ def channel_warnings(name: str, values: np.ndarray) -> list[str]:
 
 def image_warnings(data: np.ndarray, side: int, spec: PreprocessSpec) -> list[str]:
     """Domain check of one 2D input (``(H, W)`` or ``(C, H, W)``; ``side`` of its square crop)."""
-    from tumorscope.data.spec import IMAGE_CHANNEL
-
     if data.ndim == 2 or (data.shape[0] != len(spec.channels)):
         grey = data if data.ndim == 2 else data.mean(axis=0)
         out = channel_warnings(IMAGE_CHANNEL, grey)

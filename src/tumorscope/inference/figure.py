@@ -19,7 +19,7 @@ NOTICE = "Research use only — not a diagnostic device"
 
 
 def _figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, Any]:
-    import matplotlib
+    import matplotlib  # deferred: heavy, and only needed once a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -33,7 +33,7 @@ def _notice(fig: Any) -> None:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred with matplotlib (see _figure)
 
     out = Path(path)
     fig.savefig(out, dpi=100)

@@ -36,6 +36,7 @@ def save_overlay(
     Raises:
         ValueError: ``mask`` does not match ``image`` in height and width.
     """
+    # deferred: matplotlib is heavy and only needed once an overlay is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D

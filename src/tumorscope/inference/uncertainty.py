@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tumorscope.inference.gradcam import gradcam
 from tumorscope.models.multitask import MultiTaskNet, pad_to_multiple, unpad
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,6 @@ def measure_costs(
         pass), ``mc_cost_ratio``, ``gradcam_cost_ratio``, and ``naive_mc_cost_ratio``
         (= ``samples`` full passes).
     """
-    from tumorscope.inference.gradcam import gradcam
-
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, model.cfg.in_channels, size, size, generator=gen)
     tasks = tuple(t for t in _DEFAULT_TASKS if t in model.tasks)

@@ -53,7 +53,7 @@ class Atlas:
 @lru_cache(maxsize=1)
 def load_atlas() -> Atlas:
     """Load (once per process) the MNI152 template maps that ship with nilearn."""
-    from nilearn import datasets
+    from nilearn import datasets  # deferred: nilearn is slow to import, needed once
 
     def arr(img: object) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(img.dataobj, dtype=np.float32))  # type: ignore[attr-defined]

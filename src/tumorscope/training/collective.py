@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather
 
 from tumorscope.data.batch import Batch
 from tumorscope.models.multitask import ModelOutput
@@ -69,8 +70,6 @@ def shard(indices: Sequence[int], ctx: DistContext, what: str) -> list[int]:
 
 def gather_output(output: ModelOutput) -> ModelOutput:
     """All-gather every tensor field of a ModelOutput along the batch axis, with autograd."""
-    from torch.distributed.nn.functional import all_gather
-
     gathered = {}
     with warnings.catch_warnings():
         # Deprecated in favour of a private API; it is the public autograd-aware gather.

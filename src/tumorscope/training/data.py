@@ -19,6 +19,10 @@ import numpy as np
 
 from tumorscope.config import Config, StageConfig
 from tumorscope.data.batch import Batch
+from tumorscope.data.cache import load_prepared, prepare
+from tumorscope.data.dataset import SliceDataset, collate, train_samplers
+from tumorscope.data.prepared import PreparedData
+from tumorscope.losses.multitask import pos_weight_from_labels
 from tumorscope.training.collective import SINGLE, DistContext, shard
 
 log = logging.getLogger(__name__)
@@ -39,14 +43,12 @@ class StageData:
         cfg: Experiment config.
     """
 
-    prepared: Any
+    prepared: PreparedData
     cfg: Config
 
     @classmethod
     def build(cls, *, data: Sequence[str | Path], cfg: Config, cache: Path) -> StageData:
         """Discover, preprocess (or reuse the cache) and split the data."""
-        from tumorscope.data.cache import prepare
-
         prepared = prepare(list(data), cfg, cache)
         for problem in prepared.problems:
             log.warning("data problem: %s", problem)
@@ -55,8 +57,6 @@ class StageData:
     @classmethod
     def load(cls, *, cfg: Config, cache: Path) -> StageData:
         """Open data another process prepared in ``cache`` (distributed ranks > 0)."""
-        from tumorscope.data.cache import load_prepared
-
         return cls(prepared=load_prepared(cache, cfg), cfg=cfg)
 
     # ------------------------------------------------------------------ facts
@@ -74,15 +74,11 @@ class StageData:
         return {s: self.prepared.patients(s) for s in ("train", "val", "test")}
 
     def tumour_pos_weight(self) -> float:
-        from tumorscope.losses.multitask import pos_weight_from_labels
-
         t = self.prepared.slice_table("train")
         labels = t.loc[t["has_tumour"].astype(bool), "tumour"].to_numpy()
         return float(pos_weight_from_labels(labels)) if labels.size else 1.0
 
-    def _dataset(self, split: str, *, train: bool, seed: int = 0) -> Any:
-        from tumorscope.data.dataset import SliceDataset
-
+    def _dataset(self, split: str, *, train: bool, seed: int = 0) -> SliceDataset:
         return SliceDataset(self.prepared, split, train=train, seed=seed)
 
     def skip_reason(self, stage: StageConfig) -> str | None:
@@ -110,8 +106,6 @@ class StageData:
         augmentation is keyed by the position in the global batch, so the shards put
         together are exactly the single-process batch.
         """
-        from tumorscope.data.dataset import collate, train_samplers
-
         s = _stage_seed(seed, stage.name)
         ds = self._dataset("train", train=True, seed=s)
         d = self.cfg.data
@@ -135,8 +129,6 @@ class StageData:
     def _eval_batches(
         self, split: str, tasks: Sequence[str], survival_only: bool = False
     ) -> Iterator[Batch]:
-        from tumorscope.data.dataset import collate
-
         ds = self._dataset(split, train=False)
         keep = ds.has_survival if survival_only else ds.eligible(tasks)
         idx = np.nonzero(keep)[0]

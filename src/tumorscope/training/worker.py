@@ -314,7 +314,7 @@ def _run_stage(
 
 def _tensorboard(stage_dir: Path) -> Any:
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # deferred: slow to import
     except ImportError:  # pragma: no cover - tensorboard is a dependency
         return None
     return SummaryWriter(log_dir=str(stage_dir / "tb"))
