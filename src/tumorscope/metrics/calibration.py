@@ -11,27 +11,21 @@ probabilities it is the top-label confidence against top-label accuracy (Guo et 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage, optimize, special
 
+from tumorscope.metrics.arrays import to_numpy
 from tumorscope.metrics.segmentation import spacing_tuple
-
-
-def _to_numpy(x: Any) -> NDArray[Any]:
-    if hasattr(x, "detach"):  # torch tensor, converted at the boundary
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _confidence_correct(
     prob: ArrayLike, label: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Return (probability being calibrated, observed outcome) per sample, both ``(N,)``."""
-    p = _to_numpy(prob).astype(np.float64)
-    y = _to_numpy(label)
+    p = to_numpy(prob).astype(np.float64)
+    y = to_numpy(label)
     if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
         raise ValueError("prob: probabilities must be finite and in [0, 1]")
     if p.ndim == 1:
@@ -111,7 +105,7 @@ def boundary_band(
     Returns:
         Boolean band of the mask's shape (all False for an empty or full mask).
     """
-    m = _to_numpy(mask)
+    m = to_numpy(mask)
     if m.ndim not in (2, 3) or not np.isin(m, (0, 1)).all():
         raise ValueError(f"mask: expected a binary 2D/3D mask, got shape {m.shape}")
     m = m.astype(bool)
@@ -147,8 +141,8 @@ def segmentation_ece(
     Returns:
         ECE over the band; NaN when the band is empty (empty or full mask).
     """
-    p = _to_numpy(prob_map).astype(np.float64)
-    m = _to_numpy(mask)
+    p = to_numpy(prob_map).astype(np.float64)
+    m = to_numpy(mask)
     if p.shape != m.shape:
         raise ValueError(f"prob_map: shape {p.shape} does not match mask shape {m.shape}")
     band = boundary_band(m, band_mm, spacing)
@@ -181,8 +175,8 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike) -> float:
     Returns:
         The fitted temperature ``T > 0``; calibrated probabilities are ``σ(logit / T)``.
     """
-    z = _to_numpy(logits).astype(np.float64)
-    y = _to_numpy(labels)
+    z = to_numpy(logits).astype(np.float64)
+    y = to_numpy(labels)
     if not np.isfinite(z).all():
         raise ValueError("logits: NaN/Inf values")
     if z.ndim not in (1, 2) or y.shape != (z.shape[0],):
@@ -206,7 +200,7 @@ def apply_temperature(logits: ArrayLike, temperature: float) -> NDArray[np.float
     """Calibrated probabilities: ``σ(logits/T)`` for ``(N,)``, ``softmax(logits/T)`` for ``(N, C)``."""
     if temperature <= 0:
         raise ValueError(f"temperature: must be > 0, got {temperature}")
-    z = _to_numpy(logits).astype(np.float64) / temperature
+    z = to_numpy(logits).astype(np.float64) / temperature
     if z.ndim == 1:
         return np.asarray(special.expit(z), dtype=np.float64)
     return np.asarray(special.softmax(z, axis=-1), dtype=np.float64)

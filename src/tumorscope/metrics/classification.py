@@ -11,11 +11,11 @@ The computations are scikit-learn's (``confusion_matrix``, ``roc_auc_score``,
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn import metrics as skm
+
+from tumorscope.metrics.arrays import to_numpy
 
 CLASSIFICATION_KEYS = (
     "accuracy",
@@ -36,12 +36,6 @@ CLASSIFICATION_KEYS = (
 """Keys of :func:`classification_metrics` (and of the accumulator's ``compute()``)."""
 
 
-def _to_numpy(x: Any) -> NDArray[Any]:
-    if hasattr(x, "detach"):  # torch tensor, converted at the boundary
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def check_scores_labels(
     score: ArrayLike, label: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
@@ -57,8 +51,8 @@ def check_scores_labels(
     Raises:
         ValueError: On shape mismatch, non-1-D input, NaN/Inf scores or labels not in {0, 1}.
     """
-    s = _to_numpy(score).astype(np.float64)
-    y_raw = _to_numpy(label)
+    s = to_numpy(score).astype(np.float64)
+    y_raw = to_numpy(label)
     if s.ndim != 1 or y_raw.ndim != 1:
         raise ValueError(
             f"score/label: expected 1-D arrays, got shapes {s.shape} and {y_raw.shape}"

@@ -30,11 +30,7 @@ from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
-
-def _to_numpy(x: Any) -> NDArray[Any]:
-    if hasattr(x, "detach"):  # torch tensor, converted at the boundary
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+from tumorscope.metrics.arrays import to_numpy
 
 
 def check_survival(
@@ -45,8 +41,8 @@ def check_survival(
     Returns:
         ``time`` as float64 ``(N,)`` and ``event`` as bool ``(N,)``.
     """
-    t = _to_numpy(time).astype(np.float64)
-    e_raw = _to_numpy(event)
+    t = to_numpy(time).astype(np.float64)
+    e_raw = to_numpy(event)
     if t.ndim != 1 or e_raw.ndim != 1 or t.shape != e_raw.shape:
         raise ValueError(f"{name}: time {t.shape} and event {e_raw.shape} must be 1-D, same length")
     if not np.isfinite(t).all() or (t < 0).any():
@@ -59,7 +55,7 @@ def check_survival(
 
 
 def _check_risk(risk: ArrayLike, n: int, name: str = "risk") -> NDArray[np.float64]:
-    r = _to_numpy(risk).astype(np.float64)
+    r = to_numpy(risk).astype(np.float64)
     if r.shape != (n,):
         raise ValueError(f"{name}: shape {r.shape} does not match {n} survival records")
     if not np.isfinite(r).all():
@@ -171,7 +167,7 @@ def time_dependent_auc(
     t, e = check_survival(time, event)
     r = _check_risk(risk, t.size)
     tt, te = check_survival(train_time, train_event, "train_time")
-    tp = np.atleast_1d(_to_numpy(times).astype(np.float64))
+    tp = np.atleast_1d(to_numpy(times).astype(np.float64))
     has_cases = np.array([(e & (t <= x)).any() and (t > x).any() for x in tp])
     if not has_cases.any():
         return np.full(tp.shape, np.nan), float("nan")
@@ -221,14 +217,14 @@ def survival_curves(
     Returns:
         Survival probabilities ``(N, T)``.
     """
-    r = _to_numpy(risk).astype(np.float64)
+    r = to_numpy(risk).astype(np.float64)
     if r.ndim != 1 or not np.isfinite(r).all():
         raise ValueError(f"risk: expected a finite 1-D array, got shape {r.shape}")
-    bt = _to_numpy(baseline[0]).astype(np.float64)
-    bh = _to_numpy(baseline[1]).astype(np.float64)
+    bt = to_numpy(baseline[0]).astype(np.float64)
+    bh = to_numpy(baseline[1]).astype(np.float64)
     if bt.shape != bh.shape or bt.ndim != 1 or (np.diff(bt) < 0).any():
         raise ValueError("baseline: expected sorted times and hazards of the same length")
-    tp = np.atleast_1d(_to_numpy(times).astype(np.float64))
+    tp = np.atleast_1d(to_numpy(times).astype(np.float64))
     idx = np.searchsorted(bt, tp, side="right") - 1
     h0 = np.where(idx >= 0, bh[np.clip(idx, 0, None)], 0.0)
     return np.asarray(np.exp(-np.outer(np.exp(r), h0)), dtype=np.float64)
@@ -286,8 +282,8 @@ def integrated_brier_score(
 def _check_surv(
     surv: ArrayLike, n: int, times: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    s = _to_numpy(surv).astype(np.float64)
-    tp = np.atleast_1d(_to_numpy(times).astype(np.float64))
+    s = to_numpy(surv).astype(np.float64)
+    tp = np.atleast_1d(to_numpy(times).astype(np.float64))
     if s.shape != (n, tp.size):
         raise ValueError(f"surv: shape {s.shape}, expected ({n}, {tp.size}) = (N, len(times))")
     if not np.isfinite(s).all() or (s < 0).any() or (s > 1).any():
@@ -330,7 +326,7 @@ def logrank(time: ArrayLike, event: ArrayLike, group: ArrayLike) -> tuple[float,
         fewer than two groups or no events.
     """
     t, e = check_survival(time, event)
-    g = _to_numpy(group)
+    g = to_numpy(group)
     if g.shape != t.shape:
         raise ValueError(f"group: shape {g.shape} does not match time shape {t.shape}")
     if np.unique(g).size < 2 or not e.any():
