@@ -3,7 +3,7 @@
 Every peer is measured through the same path as tumorscope: MONAI networks are wrapped in
 a :class:`PeerPredictor` (a ``Predictor`` whose forward pass is swapped), so their volumes
 go through the same preprocessing, ``restore_volume`` and metrics
-(:func:`tumorscope.evaluation.demo_eval.collect_held_out`) in the input's own geometry.
+(:func:`tumorscope.evaluation.collect.collect_held_out`) in the input's own geometry.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import nn
 
 from tumorscope.config import StageConfig
 from tumorscope.data.batch import Batch
+from tumorscope.data.layouts import get_layout
 from tumorscope.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ def _demo_steps() -> dict[str, int]:
 DEMO_STEPS = _demo_steps()
 IMAGE_STAGES = ("seg_warmup", "cls_head", "joint")
 SINGLE_STAGE = {"seg_only": "seg_only", "cls_only": "cls_only", "surv_only": "surv_only"}
-BRATS_ET = 4  # BraTS enhancing-tumour label (1 NCR, 2 ED, 4 ET)
+# BraTS enhancing-tumour labels, as the layout owns them: 4 up to 2021, 3 from 2023.
+BRATS_ET = sorted(get_layout("brats").labels.regions["ET"])
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ def radiomics_features(seg: np.ndarray, spacing: Sequence[float]) -> tuple[float
     """Tumour volume and enhancing fraction from a BraTS label volume.
 
     Args:
-        seg: ``(X, Y, Z)`` labels (0 background, 1 NCR, 2 ED, 4 ET).
+        seg: ``(X, Y, Z)`` labels (0 background, 1 NCR, 2 ED, 4 or 3 ET).
         spacing: Voxel size in mm per axis.
 
     Returns:
@@ -260,7 +262,7 @@ def radiomics_features(seg: np.ndarray, spacing: Sequence[float]) -> tuple[float
     """
     tumour = int(np.count_nonzero(seg))
     voxel_ml = float(np.prod([float(s) for s in spacing[:3]])) / 1000.0
-    enhancing = int(np.count_nonzero(seg == BRATS_ET))
+    enhancing = int(np.count_nonzero(np.isin(seg, BRATS_ET)))
     return tumour * voxel_ml, (enhancing / tumour if tumour else 0.0)
 
 

@@ -9,7 +9,8 @@ values are deterministic so tests can check them: channel ``k`` of a BraTS case 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,103 @@ def make_hecktor(
     return root
 
 
+MSD_MODALITY = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
+MSD_LABELS = {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}
+NNUNET_CHANNELS = {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}
+NNUNET_LABELS: dict[str, Any] = {
+    "background": 0,
+    "edema": 1,
+    "non-enhancing tumor": 2,
+    "enhancing tumour": 3,
+}
+
+
+def msd_mask(shape: tuple[int, int, int]) -> np.ndarray:
+    """MSD Task01 labels as nested cubes: edema (1) around non-enhancing (2) around enhancing (3)."""
+    m = np.zeros(shape, dtype=np.uint8)
+    c = [s // 2 for s in shape]
+    m[c[0] - 4 : c[0] + 4, c[1] - 4 : c[1] + 4, c[2] - 3 : c[2] + 3] = 1
+    m[c[0] - 2 : c[0] + 2, c[1] - 2 : c[1] + 2, c[2] - 2 : c[2] + 2] = 2
+    m[c[0] - 1 : c[0] + 1, c[1] - 1 : c[1] + 1, c[2] - 1 : c[2] + 1] = 3
+    return m
+
+
+def file_channel_value(k: int, patient: int) -> float:
+    """Mean intensity of channel ``k`` *in file order* (index in dataset.json) of ``patient``."""
+    return 100.0 * (k + 1) + patient
+
+
+def make_msd(
+    root: Path,
+    *,
+    n_patients: int = 3,
+    n_test: int = 0,
+    shape: tuple[int, int, int] = (12, 13, 10),
+    modality: Mapping[str, str] = MSD_MODALITY,
+    labels: Mapping[str, str] = MSD_LABELS,
+    seed: int = 0,
+) -> Path:
+    """Write an MSD ``Task01_BrainTumour``-style root: ``imagesTr/BRATS_NNN.nii.gz`` 4-D
+    ``(X, Y, Z, len(modality))`` with channel k = :func:`file_channel_value` + noise,
+    ``labelsTr/BRATS_NNN.nii.gz`` = :func:`msd_mask`, ``imagesTs/`` test images, ``dataset.json``."""
+    rng = np.random.default_rng(seed)
+    training, test = [], []
+    for i in range(1, n_patients + n_test + 1):
+        name = f"BRATS_{i:03d}.nii.gz"
+        data = np.stack(
+            [file_channel_value(k, i) + rng.normal(0, 1, shape) for k in range(len(modality))],
+            axis=-1,
+        ).astype(np.float32)
+        folder = "imagesTr" if i <= n_patients else "imagesTs"
+        write_nifti(root / folder / name, data)
+        if i <= n_patients:
+            write_nifti(root / "labelsTr" / name, msd_mask(shape))
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        else:
+            test.append(f"./imagesTs/{name}")
+    meta = {
+        "name": "BRATS",
+        "tensorImageSize": "4D",
+        "modality": dict(modality),
+        "labels": dict(labels),
+        "numTraining": n_patients,
+        "numTest": n_test,
+        "training": training,
+        "test": test,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+def make_nnunet(
+    root: Path,
+    *,
+    n_patients: int = 3,
+    shape: tuple[int, int, int] = (12, 13, 10),
+    channel_names: Mapping[str, str] = NNUNET_CHANNELS,
+    labels: Mapping[str, Any] = NNUNET_LABELS,
+    seed: int = 0,
+) -> Path:
+    """Write an nnU-Net v2 raw dataset ``DatasetXXX_Name``: ``imagesTr/<case>_000k.nii.gz``
+    (channel k = :func:`file_channel_value` + noise), ``labelsTr/<case>.nii.gz`` =
+    :func:`msd_mask` (edema 1, non-enhancing 2, enhancing 3) and ``dataset.json``."""
+    rng = np.random.default_rng(seed)
+    for i in range(1, n_patients + 1):
+        case = f"BraTS_{i:03d}"
+        for k in range(len(channel_names)):
+            data = (file_channel_value(k, i) + rng.normal(0, 1, shape)).astype(np.float32)
+            write_nifti(root / "imagesTr" / f"{case}_{k:04d}.nii.gz", data)
+        write_nifti(root / "labelsTr" / f"{case}.nii.gz", msd_mask(shape))
+    meta = {
+        "channel_names": dict(channel_names),
+        "labels": dict(labels),
+        "numTraining": n_patients,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
 def ct_small() -> pydicom.Dataset:
     """pydicom's bundled ``CT_small.dcm`` (128×128 CT slice)."""
     path = get_testdata_file("CT_small.dcm")
@@ -303,6 +401,16 @@ def _make_hecktor_fixture() -> Factory:
 @pytest.fixture(name="make_dicom_series")
 def _make_dicom_series_fixture() -> Factory:
     return make_dicom_series
+
+
+@pytest.fixture(name="make_msd")
+def _make_msd_fixture() -> Factory:
+    return make_msd
+
+
+@pytest.fixture(name="make_nnunet")
+def _make_nnunet_fixture() -> Factory:
+    return make_nnunet
 
 
 @pytest.fixture(name="write_nifti")

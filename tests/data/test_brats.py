@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tumorscope.data.brats import discover_brats, parse_survival
 from tumorscope.data.errors import MissingChannelError, MissingFileError
 from tumorscope.data.layout import discover, load_case, region_masks
+from tumorscope.data.layouts.brats import discover_brats, parse_survival
 
 Factory = Callable[..., Path]
 

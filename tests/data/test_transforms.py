@@ -12,10 +12,9 @@ import torch
 from monai.transforms import NormalizeIntensity
 
 from tumorscope.config import config_from_dict
+from tumorscope.data.intensity import foreground_mask, normalise
 from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.transforms import (
-    foreground_mask,
-    normalise,
     prepare_image,
     preprocess_image,
     preprocess_volume,

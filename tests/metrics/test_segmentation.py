@@ -198,19 +198,6 @@ def test_torch_tensor_input() -> None:
     assert seg.dice(torch.from_numpy(pred), torch.from_numpy(gt)) == seg.dice(pred, gt)
 
 
-def test_brats_and_hecktor_regions() -> None:
-    lab = np.array([[0, 1, 2], [4, 4, 2]])
-    regions = seg.brats_regions(lab)
-    np.testing.assert_array_equal(regions["WT"], lab > 0)
-    np.testing.assert_array_equal(regions["TC"], np.isin(lab, (1, 4)))
-    np.testing.assert_array_equal(regions["ET"], lab == 4)
-    assert seg.brats_regions(np.array([[3, 1], [0, 2]]), et_label=3)["ET"].sum() == 1
-    with pytest.raises(ValueError, match="BraTS"):
-        seg.brats_regions(np.array([[3, 1], [0, 2]]))
-    h = seg.hecktor_regions(np.array([[0, 1], [2, 2]]))
-    assert int(h["GTVp"].sum()) == 1 and int(h["GTVn"].sum()) == 2
-
-
 def test_aggregated_dice_and_accumulator() -> None:
     t1 = np.zeros((6, 6), dtype=bool)
     t1[1:3, 1:3] = True  # 4 voxels

@@ -38,7 +38,8 @@ class DataConfig:
     """Where data comes from and how slices are made.
 
     Attributes:
-        sources: Layouts to read (``brats``, ``kaggle``, ``hecktor``, ``dicom``); empty = all found.
+        sources: Layouts to read (names in ``tumorscope.data.layouts.LAYOUTS``: ``brats``,
+            ``kaggle``, ``hecktor``, ``dicom``, ``msd``, ``nnunet``); empty = all found.
         channels: Channel names the model takes, in order (e.g. ``[flair]`` or ``[ct, pet]``).
         missing_channels: ``error`` drops sources lacking a channel (with a warning);
             ``zero_fill`` zero-fills absent channels.

@@ -32,8 +32,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tumorscope.config import Config
+from tumorscope.data.imagefolder import load_image
+from tumorscope.data.layout import discover, load_case
+from tumorscope.data.layouts import LAYOUTS
 from tumorscope.data.prepared import (
     CACHE_DIR,
     PREPARED_FILE,
@@ -41,7 +45,7 @@ from tumorscope.data.prepared import (
     PreparedData,
     assemble,
 )
-from tumorscope.data.spec import PreprocessSpec
+from tumorscope.data.spec import IMAGE_CHANNEL, PreprocessSpec
 from tumorscope.data.transforms import (
     VolumeSlices,
     prepare_image,
@@ -121,8 +125,6 @@ def _volume_job(
     job: tuple[Case, PreprocessSpec, str, int],
 ) -> tuple[VolumeSlices | None, str | None]:
     """Load and preprocess one case (runs in a worker process when ``workers > 1``)."""
-    from tumorscope.data.layout import load_case
-
     case, spec, source, max_voxels = job
     try:
         loaded = load_case(
@@ -134,8 +136,6 @@ def _volume_job(
 
 
 def _init_worker() -> None:
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -166,7 +166,7 @@ def build_cache(
 
     Args:
         group_source: Source layout name.
-        cases: Volume cases (BraTS, HECKTOR, DICOM).
+        cases: Volume cases (BraTS, HECKTOR, MSD, nnU-Net, DICOM).
         images: 2D image items (Kaggle).
         spec: Preprocessing spec.
         folder: Final cache folder; built as ``.tmp-<name>-<pid>`` beside it, then renamed.
@@ -177,8 +177,6 @@ def build_cache(
     Returns:
         Problems (``"PATH: fault"``) of cases or images that were skipped.
     """
-    from tumorscope.data.imagefolder import load_image
-
     folder = Path(folder)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -290,7 +288,9 @@ def _groups(index: DatasetIndex, cfg: Config, spec: PreprocessSpec) -> list[_Gro
         by_source[it.source] = _Group(it.source, g.cases, (*g.images, it))
     out = []
     for source, g in sorted(by_source.items()):
-        if wanted and source not in wanted and not (source == "kaggle4" and "kaggle" in wanted):
+        layout = LAYOUTS.get(source)
+        names = {source, *(layout.aliases if layout is not None else ())}
+        if wanted and not names & wanted:
             log.info("source %s not in data.sources %s; left out", source, sorted(wanted))
             continue
         if g.images and len(spec.channels) > 1 and spec.missing_channels == "error":
@@ -301,10 +301,11 @@ def _groups(index: DatasetIndex, cfg: Config, spec: PreprocessSpec) -> list[_Gro
                 list(spec.channels),
             )
             continue
-        if g.images and "flair" not in spec.channels:
+        if g.images and IMAGE_CHANNEL not in spec.channels:
             log.warning(
-                "source %s skipped: 2D images need a flair channel, have %s",
+                "source %s skipped: 2D images need a %s channel, have %s",
                 source,
+                IMAGE_CHANNEL,
                 list(spec.channels),
             )
             continue
@@ -330,8 +331,6 @@ def prepare(
     Raises:
         DataError: A root is missing or nothing usable was found.
     """
-    from tumorscope.data.layout import discover
-
     out = Path(out)
     spec = PreprocessSpec.from_config(cfg)
     index = discover([Path(r) for r in roots], max_voxels=cfg.data.max_voxels)

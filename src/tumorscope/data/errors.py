@@ -15,6 +15,7 @@ __all__ = [
     "CSVFormatError",
     "CaseLayoutError",
     "DataError",
+    "DatasetJsonError",
     "DecompressionBombError",
     "DicomPixelDataError",
     "DicomPreambleError",
@@ -148,6 +149,11 @@ class CSVFormatError(_Fault):
 
 class MissingChannelError(_Fault):
     """A case lacks a requested channel (and ``missing="error"``)."""
+
+
+class DatasetJsonError(_Fault):
+    """A ``dataset.json`` (MSD, nnU-Net) cannot be parsed, or its channels or labels cannot be
+    mapped onto the model's channels and regions."""
 
 
 class LayoutNotFoundError(_Fault):

@@ -20,6 +20,8 @@ from tumorscope.data.types import TUMOUR_TYPES, DataError, ImageItem, ImageMeta
 
 logger = logging.getLogger(__name__)
 
+SOURCE = "kaggle"
+SOURCE_4CLASS = "kaggle4"
 YESNO = ("yes", "no")
 SPLITS = ("Training", "Testing")
 
@@ -95,9 +97,7 @@ def discover_kaggle(root: str | Path) -> tuple[list[ImageItem], list[DataError]]
         if name in subs:
             for f in _image_files(subs[name]):
                 items.append(
-                    ImageItem(
-                        path=f, patient_id=_patient_id(root, f), source="kaggle", tumour=tumour
-                    )
+                    ImageItem(path=f, patient_id=_patient_id(root, f), source=SOURCE, tumour=tumour)
                 )
     return items, _duplicates(items)
 
@@ -124,7 +124,7 @@ def discover_kaggle4(root: str | Path) -> tuple[list[ImageItem], list[DataError]
                     ImageItem(
                         path=f,
                         patient_id=_patient_id(root, f),
-                        source="kaggle4",
+                        source=SOURCE_4CLASS,
                         tumour=int(t_name != "notumor"),
                         tumour_type=t_index,
                         split_hint=split,

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tumorscope.data import brats, hecktor
-from tumorscope.data.dicom import check_series, read_dicom_series
 from tumorscope.data.errors import LayoutNotFoundError, ReadError
 from tumorscope.data.imagefolder import load_image
 from tumorscope.data.layout import (
@@ -28,6 +26,7 @@ from tumorscope.data.layout import (
     discover,
     subdirs,
 )
+from tumorscope.data.layouts import LAYOUTS, get_layout
 from tumorscope.data.readers import DEFAULT_MAX_VOXELS, read_nifti
 from tumorscope.data.types import TUMOUR_TYPES, Case, DataError, DatasetIndex, ImageItem, ImageMeta
 
@@ -39,7 +38,7 @@ class LayoutSummary:
     """What one layout root holds.
 
     Attributes:
-        name: Layout key (``brats``, ``kaggle``, ``kaggle4``, ``hecktor``, ``dicom``, ``name#2``…).
+        name: Layout key (a name of ``LAYOUTS``: ``brats``, ``msd``, ..., or ``name#2``…).
         root: Dataset root.
         patients: Number of cases or images.
         slices: Axial slices over all volumes (Z after reorientation), or images.
@@ -122,20 +121,8 @@ def explain_no_layout(root: str | Path) -> str:
     folders = [root]
     for _ in range(MAX_DEPTH):
         folders += [s for f in folders for s in subdirs(f) if s not in folders]
-    nifti = sum(1 for f in folders for p in f.glob("*.nii*"))
-    images = sum(
-        1 for f in folders for p in f.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
-    )
     parts = [f"searched {len(folders)} folder(s) down to {MAX_DEPTH} levels below {root}"]
-    parts.append(
-        "no BraTS case folders (files ending _flair/_t1/_t1ce/_t2 or -t2f/-t1n/-t1c/-t2w .nii.gz)"
-        + (f"; {nifti} NIfTI file(s) without those suffixes" if nifti else "")
-    )
-    parts.append(
-        "no yes/+no/ or Training/Testing class folders"
-        + (f"; {images} loose image file(s) outside such folders" if images else "")
-    )
-    parts.append("no imagesTr/*__CT.nii.gz (HECKTOR), no *.dcm series")
+    parts.extend(layout.explain_absent(folders) for layout in LAYOUTS.values())
     return "; ".join(parts)
 
 
@@ -169,7 +156,7 @@ def inspect_dataset(root: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS) -
         source = name.split("#")[0]
         cases = [c for c in index.cases if c.source == source and _belongs(case_folder(c), lroot)]
         items = [i for i in index.images if i.source == source and _belongs(i.path, lroot)]
-        summary.left_out = max(0, _cases_on_disk(source, lroot) - len(cases))
+        summary.left_out = max(0, index.left_out.get(name, 0))
         for case in cases:
             summary.patients += 1
             report.problems.extend(_inspect_case(case, summary, max_voxels))
@@ -190,20 +177,6 @@ def inspect_dataset(root: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS) -
     return report
 
 
-def _cases_on_disk(source: str, root: Path) -> int:
-    """Case folders (BraTS) or CT files (HECKTOR) present under a layout root."""
-    if source == "brats":
-        return len(brats.case_folders(root))
-    if source == "hecktor":
-        return sum(
-            1
-            for d in hecktor.IMAGE_DIRS
-            if (root / d).is_dir()
-            for _ in (root / d).glob("*__CT.nii*")
-        )
-    return 0
-
-
 def _item_label(item: ImageItem) -> str:
     if item.tumour_type is not None:
         return TUMOUR_TYPES[item.tumour_type]
@@ -212,17 +185,18 @@ def _item_label(item: ImageItem) -> str:
 
 def _inspect_case(case: Case, summary: LayoutSummary, max_voxels: int) -> list[DataError]:
     problems: list[DataError] = []
+    layout = get_layout(case.source)
     first = True
+    seen: set[Path] = set()  # channels of one 4-D file (MSD) are one file's geometry
     for ch, path in case.channels.items():
         try:
-            if case.source == "dicom":
-                arr, meta = read_dicom_series(path, max_voxels=max_voxels)
-            else:
-                arr, meta = read_nifti(path, max_voxels=max_voxels)
+            arr, meta = layout.read_channel(case, ch, max_voxels=max_voxels)
         except DataError as e:
             problems.append(e)
             continue
-        summary.add_geometry(meta)
+        if path not in seen:
+            summary.add_geometry(meta)
+            seen.add(path)
         summary.add_intensity(ch, arr)
         if first:
             summary.slices += int(meta.shape[-1])
@@ -299,35 +273,28 @@ def validate_dataset(
 
 
 def _validate_case(case: Case, max_voxels: int) -> list[DataError]:
+    layout = get_layout(case.source)
     problems: list[DataError] = []
-    if case.source == "dicom":
-        for folder in case.channels.values():
-            _, probs = check_series(folder, max_voxels=max_voxels)
-            problems.extend(probs)
-            if not probs:
-                try:
-                    read_dicom_series(folder, max_voxels=max_voxels)
-                except DataError as e:
-                    problems.append(e)
-        return problems
     metas: dict[str, ImageMeta] = {}
-    for ch, path in case.channels.items():
-        try:
-            _, metas[ch] = read_nifti(path, max_voxels=max_voxels)
-        except DataError as e:
-            problems.append(e)
+    for ch in case.channels:
+        meta, probs = layout.check_channel(case, ch, max_voxels=max_voxels)
+        problems.extend(probs)
+        if meta is not None:
+            metas[ch] = meta
     if case.mask is not None:
         try:
             raw, metas["mask"] = read_nifti(case.mask, max_voxels=max_voxels)
             check_mask_labels(raw, case)
         except DataError as e:
             problems.append(e)
-    ref_key = "ct" if "ct" in metas else next(iter(metas), None)
+    ref_key = (
+        layout.reference_channel if layout.reference_channel in metas else next(iter(metas), None)
+    )
     if ref_key is None:
         return problems
     for key, meta in metas.items():
-        if key == ref_key or (key == "pet" and case.source == "hecktor"):
-            continue  # PET is resampled onto the CT grid by design
+        if key == ref_key or key in layout.resampled_channels:
+            continue  # resampled onto the reference grid by design (HECKTOR's PET)
         try:
             check_same_grid(meta, metas[ref_key])
         except DataError as e:

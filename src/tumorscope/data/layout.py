@@ -1,10 +1,11 @@
-"""Layout detection, discovery into a :class:`DatasetIndex`, and case loading.
+"""Discovery into a :class:`DatasetIndex`, case loading and region masks, over the registry.
 
 A data folder may be a dataset root or a folder up to two levels above one; every layout
-found under it is read (BraTS, Kaggle yes/no, Kaggle 4-class, HECKTOR, DICOM series
-folders can sit side by side). Discovery is cheap: file names, CSV rows and NIfTI headers.
-:func:`load_case` reads voxels, checks that channels and mask share one grid, and
-:func:`region_masks` turns raw labels into binary region masks.
+of :data:`~tumorscope.data.layouts.LAYOUTS` found under it is read (BraTS, Kaggle, HECKTOR,
+DICOM, MSD and nnU-Net roots can sit side by side). Discovery is cheap: file names, CSV
+rows and NIfTI headers. :func:`load_case` reads voxels, checks that channels and mask share
+one grid, and :func:`region_masks` turns raw labels into binary region masks through the
+case's label convention.
 """
 
 from __future__ import annotations
@@ -18,30 +19,31 @@ import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to
 
-from tumorscope.data import brats, hecktor, imagefolder
-from tumorscope.data.dicom import dicom_files, read_dicom_series, series_channel
 from tumorscope.data.errors import (
     DuplicatePatientError,
-    EmptyFileError,
     GeometryMismatchError,
     LabelValueError,
     MissingChannelError,
     MissingFileError,
     SurvivalValueError,
 )
-from tumorscope.data.readers import (
-    DEFAULT_MAX_VOXELS,
-    read_csv_table,
-    read_nifti,
-    read_nifti_header,
+from tumorscope.data.layouts import LAYOUTS, Layout, get_layout, layout_labels
+from tumorscope.data.layouts.base import subdirs
+from tumorscope.data.readers import DEFAULT_MAX_VOXELS, read_nifti
+from tumorscope.data.tables import read_csv_table
+from tumorscope.data.types import (
+    Case,
+    DataError,
+    DatasetIndex,
+    ImageMeta,
+    LoadedCase,
+    RegionLabels,
 )
-from tumorscope.data.types import Case, DataError, DatasetIndex, ImageMeta, LoadedCase
 
 logger = logging.getLogger(__name__)
 
 MAX_DEPTH = 2
 TRUE_RISK_FILE = "true_risk.csv"
-LAYOUT_NAMES = ("brats", "kaggle", "kaggle4", "hecktor", "dicom")
 #: Geometry tolerance (mm for spacing/origin, unitless for direction), as nnU-Net's check.
 GEOMETRY_TOL = 1e-3
 
@@ -58,41 +60,27 @@ def find_layouts(root: str | Path) -> list[tuple[str, Path]]:
         nxt: list[Path] = []
         for folder in frontier:
             claimed: set[Path] = set()
-            cases = brats.case_folders(folder)
-            if cases:
-                found.append(("brats", folder))
-                claimed.update(cases)
-            if imagefolder.is_kaggle_root(folder):
-                found.append(("kaggle", folder))
-                claimed.update(imagefolder.claimed_subfolders(folder))
-            elif imagefolder.kaggle4_splits(folder):
-                found.append(("kaggle4", folder))
-                claimed.update(imagefolder.claimed_subfolders(folder))
-            if hecktor.is_hecktor_root(folder):
-                found.append(("hecktor", folder))
-                claimed.update(hecktor.claimed_subfolders(folder))
-            series = dicom_series_under(folder)
-            if series:
-                found.append(("dicom", folder))
-                claimed.update(series)
+            for layout in LAYOUTS.values():
+                if layout.detect(folder):
+                    found.append((layout.name, folder))
+                    claimed |= layout.claimed(folder)
             if depth < MAX_DEPTH:
                 nxt.extend(p for p in subdirs(folder) if p not in claimed)
         frontier = nxt
     return found
 
 
-def dicom_series_under(folder: Path) -> list[Path]:
-    """``[folder]`` if it holds DICOM files, else its subfolders that do (one series each)."""
-    if dicom_files(folder):
-        return [folder]
-    return [p for p in subdirs(folder) if dicom_files(p)]
+def read_case(path: Path) -> tuple[Case | None, list[DataError]]:
+    """The case a path names (a case folder or file), asked of every layout in turn.
 
-
-def subdirs(folder: Path) -> list[Path]:
-    try:
-        return [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    except OSError:
-        return []
+    Returns:
+        ``(case, problems)`` of the first layout that recognises ``path``; ``(None, [])`` if none.
+    """
+    for layout in LAYOUTS.values():
+        case, problems = layout.read_case(path)
+        if case is not None or problems:
+            return case, problems
+    return None, []
 
 
 def read_true_risk(path: Path) -> tuple[dict[str, float], list[DataError]]:
@@ -156,40 +144,20 @@ def discover(roots: Sequence[str | Path], *, max_voxels: int = DEFAULT_MAX_VOXEL
                 k += 1
                 key = f"{name}#{k}"
             index.layouts[key] = layout_root
-            _discover_one(index, name, layout_root, max_voxels)
+            _discover_one(index, key, get_layout(name), layout_root, max_voxels)
     _check_duplicates(index)
     return index
 
 
-def _discover_one(index: DatasetIndex, name: str, root: Path, max_voxels: int) -> None:
-    if name in ("kaggle", "kaggle4"):
-        items, probs = (
-            imagefolder.discover_kaggle if name == "kaggle" else imagefolder.discover_kaggle4
-        )(root)
-        empty = {it.path for it in items if it.path.stat().st_size == 0}
-        probs += [EmptyFileError(p, "file is empty (0 bytes)") for p in sorted(empty)]
-        index.images.extend(it for it in items if it.path not in empty)
-        index.problems.extend(probs)
-        return
-    if name == "dicom":
-        for folder in dicom_series_under(root):
-            channel = series_channel(folder)
-            index.cases.append(
-                Case(patient_id=folder.name, source="dicom", channels={channel: folder})
-            )
-        return
-    cases, outcomes, probs = (
-        brats.discover_brats if name == "brats" else hecktor.discover_hecktor
-    )(root)
-    index.problems.extend(probs)
-    for case in cases:
-        bad = _header_problems(case, max_voxels)
-        index.problems.extend(bad)
-        if bad:
-            logger.debug("%s: left out (%d problem(s) in its headers)", case.patient_id, len(bad))
-        else:
-            index.cases.append(case)
-    for pid, outcome in outcomes.items():
+def _discover_one(
+    index: DatasetIndex, key: str, layout: Layout, root: Path, max_voxels: int
+) -> None:
+    found = layout.discover(root, max_voxels=max_voxels)
+    index.problems.extend(found.problems)
+    index.cases.extend(found.cases)
+    index.images.extend(found.images)
+    index.left_out[key] = found.left_out
+    for pid, outcome in found.outcomes.items():
         if pid in index.outcomes:
             index.problems.append(
                 DuplicatePatientError(
@@ -204,16 +172,6 @@ def _discover_one(index: DatasetIndex, name: str, root: Path, max_voxels: int) -
         risk, probs = read_true_risk(sidecar)
         index.problems.extend(probs)
         index.true_risk.update(risk)
-
-
-def _header_problems(case: Case, max_voxels: int) -> list[DataError]:
-    problems: list[DataError] = []
-    for path in [*case.channels.values(), *([case.mask] if case.mask else [])]:
-        try:
-            read_nifti_header(path, max_voxels=max_voxels)
-        except DataError as e:
-            problems.append(e)
-    return problems
 
 
 def _check_duplicates(index: DatasetIndex) -> None:
@@ -232,15 +190,12 @@ def _check_duplicates(index: DatasetIndex) -> None:
 
 def case_folder(case: Case) -> Path:
     """Folder that holds a case (BraTS case folder, HECKTOR images folder, DICOM series)."""
-    first = next(iter(case.channels.values()), case.mask)
-    if first is None:
-        return Path(case.patient_id)
-    return first if case.source == "dicom" else first.parent
+    return get_layout(case.source).case_folder(case)
 
 
 def allowed_labels(case: Case) -> frozenset[int]:
-    """Raw label values a case's mask may hold: 0 plus the keys of its label map."""
-    return frozenset({0, *case.label_map})
+    """Raw label values a case's mask may hold: 0 plus the labels of its convention."""
+    return frozenset({0}) if case.labels is None else case.labels.allowed
 
 
 def load_case(
@@ -277,18 +232,19 @@ def load_case(
             case_folder(case),
             f"case {case.patient_id} has no {', '.join(absent)} channel (has {sorted(case.channels)})",
         )
+    layout = get_layout(case.source)
     arrays: dict[str, np.ndarray] = {}
     metas: dict[str, ImageMeta] = {}
     ref_name = (
-        "ct"
-        if case.source == "hecktor" and "ct" in case.channels
+        layout.reference_channel
+        if layout.reference_channel in case.channels
         else next((c for c in channels if c in case.channels), None)
     )
     if ref_name is None and case.channels:
         ref_name = next(iter(case.channels))
     wanted = [c for c in channels if c in case.channels]
     for ch in ([ref_name] if ref_name and ref_name not in wanted else []) + wanted:
-        arrays[ch], metas[ch] = _read_volume(case, case.channels[ch], max_voxels)
+        arrays[ch], metas[ch] = layout.read_channel(case, ch, max_voxels=max_voxels)
     mask_arr: np.ndarray | None = None
     mask_meta: ImageMeta | None = None
     if with_mask and case.mask is not None:
@@ -298,7 +254,7 @@ def load_case(
     if ref is None:
         raise MissingChannelError(case_folder(case), f"case {case.patient_id} has no image files")
     for ch in wanted:
-        if ch == "pet" and case.source == "hecktor" and not same_grid(metas[ch], ref):
+        if ch in layout.resampled_channels and not same_grid(metas[ch], ref):
             arrays[ch] = resample_to(arrays[ch], metas[ch], ref)
             continue
         check_same_grid(metas[ch], ref)
@@ -309,14 +265,9 @@ def load_case(
         if ch in arrays:
             image[i] = arrays[ch]
     present = tuple(ch in case.channels for ch in channels)
-    return LoadedCase(image=image, mask=mask_arr, meta=ref, channel_present=present)
-
-
-def _read_volume(case: Case, path: Path, max_voxels: int) -> tuple[np.ndarray, ImageMeta]:
-    if case.source == "dicom":
-        return read_dicom_series(path, max_voxels=max_voxels)
-    arr, meta = read_nifti(path, max_voxels=max_voxels)
-    return arr.astype(np.float32, copy=False), meta
+    return LoadedCase(
+        image=image, mask=mask_arr, meta=ref, channel_present=present, labels=case.labels
+    )
 
 
 def check_mask_labels(raw: np.ndarray, case: Case) -> np.ndarray:
@@ -324,13 +275,13 @@ def check_mask_labels(raw: np.ndarray, case: Case) -> np.ndarray:
 
     Args:
         raw: ``(X, Y, Z)`` mask as read (any numeric dtype).
-        case: The case the mask belongs to (its ``label_map`` gives the allowed labels).
+        case: The case the mask belongs to (its ``labels`` give the allowed values).
 
     Returns:
         ``(X, Y, Z)`` uint8 of raw label values.
 
     Raises:
-        LabelValueError: Non-integer values or labels outside ``{0} ∪ label_map``.
+        LabelValueError: Non-integer values or labels outside the case's convention.
     """
     path = case.mask if case.mask is not None else case_folder(case)
     values = np.unique(raw)
@@ -381,31 +332,32 @@ def resample_to(array: np.ndarray, meta: ImageMeta, ref: ImageMeta) -> np.ndarra
     return np.asarray(out.dataobj, dtype=np.float32)
 
 
-def region_masks(mask: np.ndarray, source: str, regions: Sequence[str]) -> np.ndarray:
-    """Binary region masks from a raw label mask.
+def region_masks(
+    mask: np.ndarray, labels: RegionLabels | str, regions: Sequence[str]
+) -> np.ndarray:
+    """Binary region masks from a raw label mask, through a label convention.
 
-    BraTS (``source`` ``brats``): ``WT`` = {1,2,4} (2023: {1,2,3}), ``TC`` = {1,4} (2023:
-    {1,3}), ``ET`` = {4} (2023: {3}). HECKTOR: ``GTVp`` = {1}, ``GTVn`` = {2}.
+    BraTS: ``WT`` = {1,2,4} (2023: {1,2,3}), ``TC`` = {1,4} (2023: {1,3}), ``ET`` = {4}
+    (2023: {3}); HECKTOR: ``GTVp`` = {1}, ``GTVn`` = {2}; MSD Task01: ``WT`` = {1,2,3},
+    ``TC`` = {2,3}, ``ET`` = {3}; nnU-Net datasets carry their own (``LoadedCase.labels``).
 
     Args:
         mask: ``(...)`` integer array of raw labels.
-        source: Layout name of the case (``brats``, ``brats2023`` or ``hecktor``).
+        labels: The case's convention (``Case.labels`` / ``LoadedCase.labels``), or the name
+            of a layout whose convention applies (``brats``, ``hecktor``, ``msd``).
         regions: Region names, in output order.
 
     Returns:
         ``(R, ...)`` uint8 array of 0/1.
 
     Raises:
-        ValueError: A region is unknown for the source.
+        ValueError: A region is not defined by the convention (or ``labels`` names no layout
+            with one).
     """
-    table = (
-        hecktor.REGION_LABELS
-        if source == "hecktor"
-        else brats.REGION_LABELS
-        if source.startswith("brats")
-        else {}
-    )
-    unknown = [r for r in regions if r not in table]
-    if unknown:
-        raise ValueError(f"regions {unknown} unknown for source {source!r}; known: {sorted(table)}")
-    return np.stack([np.isin(mask, sorted(table[r])) for r in regions]).astype(np.uint8)
+    if isinstance(labels, str):
+        source, labels = labels, layout_labels(labels)
+        if not labels.regions:
+            raise ValueError(
+                f"regions {list(regions)} unknown for source {source!r}: it has no region labels"
+            )
+    return labels.masks(mask, regions)

@@ -2,14 +2,14 @@
 
 NIfTI files are checked from their header *before* any voxel is decompressed (a 1 MB
 ``.nii.gz`` can declare gigabytes), read through nibabel and reoriented to the closest
-canonical (RAS+) orientation; :func:`write_like` writes an array back in the file's stored
-geometry. PNG/JPEG files are sniffed by their magic bytes and decoded by Pillow with its
+canonical (RAS+) orientation; a 4-D file with channels on its last axis (MSD images) is read
+one channel at a time. :func:`write_like` writes an array back in the file's stored
+geometry. CSV tables are read by :mod:`tumorscope.data.tables`. PNG/JPEG files are sniffed by their magic bytes and decoded by Pillow with its
 decompression-bomb limit kept on (its warning is treated as an error too).
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import logging
@@ -33,7 +33,6 @@ from nibabel.spatialimages import HeaderDataError
 from PIL import Image, UnidentifiedImageError
 
 from tumorscope.data.errors import (
-    CSVFormatError,
     DecompressionBombError,
     DimensionError,
     EmptyFileError,
@@ -50,7 +49,7 @@ from tumorscope.data.errors import (
     TruncatedFileError,
     VolumeTooLargeError,
 )
-from tumorscope.data.types import DataError, ImageMeta
+from tumorscope.data.types import ImageMeta
 
 logger = logging.getLogger(__name__)
 # nibabel's header checks log each fixable oddity; we raise on the real faults instead.
@@ -137,18 +136,20 @@ def _read_nifti_head(path: Path) -> tuple[bytes, bool]:
 
 
 def read_nifti_header(
-    path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS
+    path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS, n_channels: int | None = None
 ) -> nib.Nifti1Header:
     """Read and check a NIfTI header without touching the voxel data.
 
     Checks: file exists and is non-empty, content matches the extension, the header parses,
-    3 spatial dimensions (a trailing singleton 4th is allowed), voxel count within
-    ``max_voxels``, finite positive spacing, non-singular affine and, for uncompressed files,
-    a file long enough for the declared data.
+    3 spatial dimensions (a trailing singleton 4th is allowed) or, with ``n_channels``,
+    ``(X, Y, Z, n_channels)``, spatial voxel count within ``max_voxels``, finite positive
+    spacing, non-singular affine and, for uncompressed files, a file long enough for the
+    declared data.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
-        max_voxels: Largest voxel count accepted.
+        max_voxels: Largest spatial voxel count accepted.
+        n_channels: Channels the 4th axis must hold; None for a 3-D volume.
 
     Returns:
         The parsed header (``Nifti1Header`` or ``Nifti2Header``).
@@ -157,6 +158,17 @@ def read_nifti_header(
         DataError: A subclass naming the file and the fault.
     """
     path = Path(path)
+    hdr = _checked_header(path, max_voxels, four_d=n_channels is not None)
+    shape = tuple(int(d) for d in hdr.get_data_shape())
+    if n_channels is not None and shape[3] != n_channels:
+        raise DimensionError(
+            path, f"4th axis holds {shape[3]} channels, expected {n_channels} (shape {shape})"
+        )
+    return hdr
+
+
+def _checked_header(path: Path, max_voxels: int, *, four_d: bool) -> nib.Nifti1Header:
+    """The header of :func:`read_nifti_header`, 3-D or (with ``four_d``) ``(X, Y, Z, C)``."""
     _check_file(path)
     head, compressed = _read_nifti_head(path)
     fmt = sniff_format(head)
@@ -185,7 +197,7 @@ def read_nifti_header(
         offset = int(hdr.get_data_offset())
     except (HeaderDataError, ValueError, TypeError, KeyError, OverflowError) as e:
         raise HeaderError(path, f"NIfTI header cannot be parsed: {e}") from None
-    _check_geometry(path, shape, zooms, affine, max_voxels)
+    _check_geometry(path, shape, zooms, affine, max_voxels, four_d)
     if not compressed:
         declared = offset + math.prod(shape) * dtype.itemsize
         size = path.stat().st_size
@@ -202,8 +214,9 @@ def _check_geometry(
     zooms: tuple[float, ...],
     affine: np.ndarray,
     max_voxels: int,
+    four_d: bool,
 ) -> None:
-    spatial = _spatial_shape(path, shape)
+    spatial = _spatial_shape(path, shape, four_d=four_d)
     if any(d <= 0 for d in spatial):
         raise DimensionError(path, f"header declares an empty or negative shape {spatial}")
     n = math.prod(spatial)
@@ -223,7 +236,14 @@ def _check_geometry(
         )
 
 
-def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _spatial_shape(path: Path, shape: tuple[int, ...], *, four_d: bool = False) -> tuple[int, ...]:
+    """``(X, Y, Z)`` of a 3-D volume, or of an ``(X, Y, Z, C)`` file when ``four_d``."""
+    if four_d:
+        if len(shape) == 4 or (len(shape) > 4 and all(d == 1 for d in shape[4:])):
+            return shape[:3]
+        raise DimensionError(
+            path, f"expected (X, Y, Z, channels), got {len(shape)} dimensions with shape {shape}"
+        )
     if len(shape) == 3 or (len(shape) > 3 and all(d == 1 for d in shape[3:])):
         return shape[:3]
     raise DimensionError(
@@ -232,13 +252,14 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def read_nifti(
-    path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS
+    path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS, channel: int | None = None
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a 3D NIfTI volume in the closest canonical (RAS+) orientation.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
         max_voxels: Largest voxel count accepted, checked from the header before decompressing.
+        channel: Index along the 4th axis of an ``(X, Y, Z, C)`` file; None for a 3-D file.
 
     Returns:
         ``(array, meta)``: the ``(X, Y, Z)`` array as stored (scaled by the header's
@@ -249,10 +270,16 @@ def read_nifti(
         DataError: A subclass naming the file and the fault (see :mod:`tumorscope.data.errors`).
     """
     path = Path(path)
-    hdr = read_nifti_header(path, max_voxels=max_voxels)
+    hdr = _checked_header(path, max_voxels, four_d=channel is not None)
+    if channel is not None and not 0 <= channel < int(hdr.get_data_shape()[3]):
+        raise DimensionError(
+            path, f"no channel {channel}: the 4th axis holds {hdr.get_data_shape()[3]} channels"
+        )
     try:
         img = nib.load(path)
-        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
+        proxy = img.dataobj  # type: ignore[attr-defined]
+        # Slicing the proxy decodes one channel, not the whole 4-D file.
+        data = np.asanyarray(proxy if channel is None else proxy[:, :, :, channel])
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise TruncatedFileError(
             path, f"compressed voxel data is truncated or corrupt ({e})"
@@ -263,7 +290,7 @@ def read_nifti(
         raise HeaderError(path, f"NIfTI header cannot be parsed: {e}") from None
     except Exception as e:  # nibabel raises other types for exotic files; report, never crash
         raise ReadError(path, f"NIfTI cannot be read ({type(e).__name__}: {e})") from None
-    data = data.reshape(_spatial_shape(path, tuple(data.shape)))
+    data = data.reshape(tuple(int(d) for d in hdr.get_data_shape()[:3]))
     if data.dtype.kind in "fc":
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
@@ -398,63 +425,3 @@ def _to_grey(im: Image.Image) -> np.ndarray:
     if im.mode in ("L", "I", "F", "I;16", "I;16B", "I;16L"):
         return np.asarray(im, dtype=np.float32)
     return np.asarray(im.convert("L"), dtype=np.float32)
-
-
-def read_csv_table(
-    path: str | Path, required: tuple[str, ...]
-) -> tuple[list[tuple[int, dict[str, str]]], list[DataError]]:
-    """Read a small CSV file into rows, checking the header.
-
-    Args:
-        path: CSV file (UTF-8, with or without BOM).
-        required: Columns that must be present (exact names).
-
-    Returns:
-        ``(rows, problems)``: ``(line_number, {column: stripped text})`` per data row; no rows
-        if the file is empty, undecodable or lacks a required column (reported in problems).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        return [], [CSVFormatError(path, f"CSV file cannot be read as UTF-8 text ({e})")]
-    if not text.strip():
-        return [], [EmptyFileError(path, "CSV file is empty")]
-    problems: list[DataError] = []
-    rows: list[tuple[int, dict[str, str]]] = []
-    try:
-        reader = csv.reader(io.StringIO(text))
-        header = [h.strip() for h in next(reader)]
-        missing = [c for c in required if c not in header]
-        if missing:
-            return [], [
-                CSVFormatError(path, f"missing column(s) {', '.join(missing)}; header is {header}")
-            ]
-        for cells in reader:
-            if not any(c.strip() for c in cells):
-                continue
-            if len(cells) > len(header):
-                problems.append(
-                    CSVFormatError(
-                        path,
-                        f"line {reader.line_num}: {len(cells)} cells, header has {len(header)}",
-                    )
-                )
-                continue
-            # Short rows are padded: absent trailing cells are missing values.
-            padded = [c.strip() for c in cells] + [""] * (len(header) - len(cells))
-            rows.append((reader.line_num, dict(zip(header, padded, strict=True))))
-    except csv.Error as e:
-        return [], [CSVFormatError(path, f"CSV cannot be parsed ({e})")]
-    return rows, problems
-
-
-def parse_number(text: str) -> float | None:
-    """Parse a CSV cell as a float; None for empty/``NA``/``NaN`` cells.
-
-    Raises:
-        ValueError: The cell is neither a number nor a missing marker.
-    """
-    if text.strip().lower() in ("", "na", "n/a", "nan", "none", "unknown"):
-        return None
-    return float(text)

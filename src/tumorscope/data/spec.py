@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tumorscope.config import Config
+from tumorscope.data.layouts import default_tumour_region
 
 # Bump when preprocessing code changes meaning, so old caches are not reused.
 SPEC_VERSION = 1
-
-# Region whose presence makes a slice a "tumour" slice, per profile.
-TUMOUR_REGION: dict[str, str] = {"brain-mri": "WT", "petct": "GTVp"}
 
 # Channel a 2D greyscale image fills (Kaggle sets are FLAIR-like single-channel MRI).
 IMAGE_CHANNEL = "flair"
@@ -31,7 +29,8 @@ class PreprocessSpec:
         image_size: Side S of the square output slices, in pixels.
         clip_percentiles: Intensity percentiles (inside the foreground) clipped before z-scoring.
         regions: Segmentation regions R, in output order.
-        tumour_region: Region whose presence labels a slice ``tumour = 1``.
+        tumour_region: Region whose presence labels a slice ``tumour = 1`` (the one place
+            prediction and evaluation take it from; chosen by the layouts' labels).
         normalisation: ``foreground_zscore`` (the only rule so far).
         foreground_threshold: Foreground = above ``min + t·(p99 − min)`` per channel.
         slices_per_patient: Maximum slices kept per volume.
@@ -85,7 +84,7 @@ class PreprocessSpec:
             image_size=d.image_size,
             clip_percentiles=(float(d.clip_percentiles[0]), float(d.clip_percentiles[1])),
             regions=tuple(cfg.model.regions),
-            tumour_region=TUMOUR_REGION.get(cfg.profile, cfg.model.regions[0]),
+            tumour_region=default_tumour_region(cfg.model.regions),
             slices_per_patient=d.slices_per_patient,
             tumour_slice_fraction=d.tumour_slice_fraction,
             min_foreground_fraction=d.min_foreground_fraction,

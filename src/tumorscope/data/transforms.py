@@ -6,7 +6,7 @@ with every run, and prediction applies exactly the same steps from it. The steps
 1. foreground mask: per channel, voxels above ``min + foreground_threshold·(p99 − min)``,
    united over channels, largest connected component, holes filled per slice;
 2. per-channel percentile clipping and z-scoring *inside* the foreground (nnU-Net's
-   non-zero-mask normalisation); background set to 0;
+   non-zero-mask normalisation); background set to 0 (both in :mod:`.intensity`);
 3. volumes: choice of axial slices (tumour / non-tumour balance, minimum foreground);
 4. square crop around the foreground bounding box (padded, ``crop_margin``), resized to
    ``image_size`` (bilinear with anti-aliasing for images, bilinear + 0.5 threshold for
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from tumorscope.data.intensity import apply_stats, foreground_mask, intensity_stats, normalise
+from tumorscope.data.layout import region_masks
 from tumorscope.data.spec import IMAGE_CHANNEL, PreprocessSpec
 from tumorscope.data.types import DataError, LoadedCase
 
@@ -86,106 +87,6 @@ class PreparedImage:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float) -> np.ndarray:
-    """Brain/body mask: voxels above a low per-channel threshold, united over channels,
-    reduced to the largest connected component (drops noise specks, text markers, the CT
-    table), holes filled per slice.
-
-    Args:
-        image: ``(C, *spatial)`` intensities; the last two spatial axes are the slice plane
-            for 2D inputs, the first two for volumes ``(C, X, Y, Z)``.
-        present: Per channel, False for zero-filled channels (ignored).
-        threshold: Fraction t of the range: foreground is above ``min + t·(p99 − min)``.
-
-    Returns:
-        Boolean array of the spatial shape.
-    """
-    fg = np.zeros(image.shape[1:], dtype=bool)
-    for c in range(image.shape[0]):
-        if not present[c]:
-            continue
-        x = image[c]
-        # Percentile on a strided subsample: identical for our purpose, several times faster.
-        sample = x.reshape(-1)[:: max(1, x.size // 200_000)]
-        lo, hi = float(sample.min()), float(np.percentile(sample, 99))
-        if hi > lo:
-            fg |= x > lo + threshold * (hi - lo)
-    labels, n = ndimage.label(fg)
-    if n > 1:
-        sizes = np.bincount(labels.reshape(-1))[1:]
-        fg = labels == int(np.argmax(sizes)) + 1
-    if fg.ndim == 2:
-        return np.asarray(ndimage.binary_fill_holes(fg), dtype=bool)
-    box = ndimage.find_objects(fg.astype(np.uint8))
-    if not box or box[0] is None:
-        return fg
-    sub = fg[box[0]]  # a view: filling inside the bounding box only is several times faster
-    shape: tuple[int, ...] = sub.shape
-    for z in range(shape[-1]):
-        if sub[:, :, z].any():
-            sub[:, :, z] = ndimage.binary_fill_holes(sub[:, :, z])
-    return fg
-
-
-def intensity_stats(
-    image: np.ndarray, fg: np.ndarray, present: Sequence[bool], clip: tuple[float, float]
-) -> list[tuple[float, float, float, float] | None]:
-    """Per-channel ``(lo, hi, mean, std)``: clip percentiles inside ``fg`` and the mean and
-    standard deviation of the clipped foreground values (None for absent channels).
-
-    Args:
-        image: ``(C, *spatial)`` float intensities.
-        fg: Boolean foreground of the spatial shape (all voxels are used if it is empty).
-        present: Per channel, False for zero-filled channels.
-        clip: Lower and upper percentiles (0–100).
-    """
-    use = fg if fg.any() else np.ones_like(fg)
-    stats: list[tuple[float, float, float, float] | None] = []
-    for c in range(image.shape[0]):
-        if not present[c]:
-            stats.append(None)
-            continue
-        vals = image[c][use].astype(np.float64)
-        lo, hi = (float(v) for v in np.percentile(vals, clip))
-        vals = np.clip(vals, lo, hi)
-        stats.append((lo, hi, float(vals.mean()), max(float(vals.std()), 1e-6)))
-    return stats
-
-
-def apply_stats(
-    image: np.ndarray, fg: np.ndarray, stats: Sequence[tuple[float, float, float, float] | None]
-) -> np.ndarray:
-    """Clip and z-score ``(C, *spatial)`` with :func:`intensity_stats`; 0 outside ``fg`` and
-    in absent channels. Returns float32."""
-    out = np.zeros(image.shape, dtype=np.float32)
-    for c, st in enumerate(stats):
-        if st is not None:
-            lo, hi, mean, std = st
-            out[c] = np.where(fg, (np.clip(image[c], lo, hi) - mean) / std, 0.0)
-    return out
-
-
-def normalise(
-    image: np.ndarray, fg: np.ndarray, present: Sequence[bool], clip: tuple[float, float]
-) -> np.ndarray:
-    """Per-channel percentile clip and z-score inside ``fg``; background and absent channels 0.
-
-    Hand-written: MONAI's ``NormalizeIntensity(nonzero=True)`` keys on non-zero voxels and
-    its percentile transforms use every voxel, while we need both restricted to a mask.
-
-    Args:
-        image: ``(C, *spatial)`` float intensities.
-        fg: Boolean foreground of the spatial shape.
-        present: Per channel, False for zero-filled channels.
-        clip: Lower and upper percentiles (0–100) computed inside ``fg``.
-
-    Returns:
-        ``(C, *spatial)`` float32.
-    """
-    use = fg if fg.any() else np.ones_like(fg)  # an empty mask (blank image): every voxel
-    return apply_stats(image, use, intensity_stats(image, use, present, clip))
 
 
 def square_box(fg2d: np.ndarray, margin: float) -> tuple[int, int, int]:
@@ -291,7 +192,8 @@ def preprocess_volume(
     Args:
         case: ``image (C, X, Y, Z)`` with channels in ``spec.channels`` order, optional mask.
         spec: Preprocessing parameters.
-        source: Layout name (``brats``, ``hecktor``, ...), for region label mapping.
+        source: Layout name (``brats``, ``hecktor``, ...); its label convention maps the
+            mask onto regions when ``case.labels`` is None (a case built in memory).
         all_slices: Keep every slice with enough foreground instead of the balanced choice.
 
     Returns:
@@ -313,14 +215,13 @@ def preprocess_volume(
     regions: np.ndarray | None = None
     tumour: np.ndarray | None = None
     if case.mask is not None:
-        from tumorscope.data.layout import region_masks
-
+        labels = case.labels if case.labels is not None else source
         try:
-            regions = region_masks(case.mask, source, spec.regions).astype(bool)
+            regions = region_masks(case.mask, labels, spec.regions).astype(bool)
             if spec.tumour_region in spec.regions:
                 t_mask = regions[spec.regions.index(spec.tumour_region)]
             else:
-                t_mask = region_masks(case.mask, source, (spec.tumour_region,))[0].astype(bool)
+                t_mask = region_masks(case.mask, labels, (spec.tumour_region,))[0].astype(bool)
         except ValueError as e:
             raise DataError(case.meta.path, str(e)) from None
         tumour = t_mask.any(axis=(0, 1))

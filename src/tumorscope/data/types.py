@@ -8,6 +8,7 @@ names the file and the fault.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,22 +53,77 @@ class ImageMeta:
 
 
 @dataclass(frozen=True)
+class RegionLabels:
+    """A label convention: raw mask values, their names, and the regions they form.
+
+    The layout that reads a mask owns its convention and every consumer (preprocessing,
+    validation, evaluation) asks it, as nnU-Net's ``LabelManager`` owns labels ↔ regions.
+    BraTS 2018–2021 ``{1: NCR, 2: ED, 4: ET}`` forms ``WT = {1, 2, 4}``, ``TC = {1, 4}``,
+    ``ET = {4}``.
+
+    Attributes:
+        name: The convention as errors name it (``BraTS 2018-2021``).
+        labels: Raw value → label name; 0 (background) is implied.
+        regions: Region → raw values forming it.
+        tumour_region: Region whose presence marks a tumour slice by default; None without regions.
+    """
+
+    name: str
+    labels: Mapping[int, str] = field(default_factory=dict)
+    regions: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    tumour_region: str | None = None
+
+    @property
+    def allowed(self) -> frozenset[int]:
+        """Raw values a mask may hold: 0 plus every named label."""
+        return frozenset({0, *self.labels})
+
+    def masks(self, mask: np.ndarray, regions: Sequence[str]) -> np.ndarray:
+        """Binary masks of ``regions`` from a raw label mask.
+
+        Args:
+            mask: ``(...)`` integer array of raw labels.
+            regions: Region names, in output order.
+
+        Returns:
+            ``(R, ...)`` uint8 array of 0/1.
+
+        Raises:
+            ValueError: A region is not defined by this convention.
+        """
+        unknown = [r for r in regions if r not in self.regions]
+        if unknown:
+            raise ValueError(
+                f"regions {unknown} unknown for {self.name} labels; known: {sorted(self.regions)}"
+            )
+        return np.stack([np.isin(mask, sorted(self.regions[r])) for r in regions]).astype(np.uint8)
+
+
+@dataclass(frozen=True)
 class Case:
-    """One patient volume on disk (BraTS, HECKTOR or a DICOM series).
+    """One patient volume on disk (BraTS, HECKTOR, MSD, nnU-Net or a DICOM series).
 
     Attributes:
         patient_id: Identifier as the dataset spells it (``BraTS20_Training_001``, ``CHUM-001``).
-        source: Layout name: ``brats``, ``hecktor`` or ``dicom``.
+        source: Layout name (a key of ``tumorscope.data.layouts.LAYOUTS``).
         channels: Canonical channel name → file (or series folder).
         mask: Label file, or None when the case has no segmentation.
-        label_map: Raw label value → region name set, e.g. BraTS ``{1: NCR, 2: ED, 4: ET}``.
+        labels: The mask's label convention (set by the layout), None for layouts without masks.
+        channel_index: Channel → index along the 4th axis when several channels share one
+            4-D file (MSD images); empty when every channel has a file of its own.
     """
 
     patient_id: str
     source: str
     channels: dict[str, Path]
     mask: Path | None = None
-    label_map: dict[int, str] = field(default_factory=dict)
+    labels: RegionLabels | None = None
+    channel_index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label_map(self) -> dict[int, str]:
+        """Raw label value → label name, e.g. BraTS ``{1: NCR, 2: ED, 4: ET}``."""
+        return {} if self.labels is None else dict(self.labels.labels)
 
 
 @dataclass(frozen=True)
@@ -119,11 +175,12 @@ class DatasetIndex:
     Attributes:
         roots: Folders searched.
         layouts: Layout name → dataset root it was found at (``brats#2`` for a second root).
-        cases: Volume cases (BraTS, HECKTOR, DICOM).
+        cases: Volume cases (BraTS, HECKTOR, MSD, nnU-Net, DICOM).
         images: 2D image-folder items (Kaggle).
         outcomes: patient_id → outcome (BraTS survival CSV, HECKTOR endpoint CSV).
         true_risk: patient_id → true log-hazard from a synthetic sidecar, if present.
         problems: Problems found while discovering (each ``"PATH: fault"``).
+        left_out: Layout key → cases found on disk but left out for their problems.
     """
 
     roots: list[Path] = field(default_factory=list)
@@ -133,6 +190,7 @@ class DatasetIndex:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     true_risk: dict[str, float] = field(default_factory=dict)
     problems: list[DataError] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,9 +202,11 @@ class LoadedCase:
         mask: ``(X, Y, Z)`` uint8 of raw label values, or None.
         meta: Geometry of the (first) channel; all channels and the mask share it.
         channel_present: Per requested channel, False if it was absent and zero-filled.
+        labels: The mask's label convention (from the case), None when unknown.
     """
 
     image: np.ndarray
     mask: np.ndarray | None
     meta: ImageMeta
     channel_present: tuple[bool, ...] = ()
+    labels: RegionLabels | None = None

@@ -146,7 +146,7 @@ def _add_case(
 ) -> None:
     """Append one volume case: ``mask`` is ``loaded.mask`` (raw labels ``(X, Y, Z)``)."""
     regions = out.regions
-    truth = region_masks(mask, source, regions).astype(bool)
+    truth = region_masks(mask, loaded.labels or source, regions).astype(bool)
     spacing = tuple(float(s) for s in loaded.meta.spacing[:3])
     per_region = [
         segmentation_metrics(result.masks[i].astype(bool), truth[i], spacing)

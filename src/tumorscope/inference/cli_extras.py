@@ -12,11 +12,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
+from tumorscope.data.imagefolder import load_image
+from tumorscope.data.layout import region_masks
+from tumorscope.data.readers import is_nifti_path, read_nifti, save_nifti
+from tumorscope.data.transforms import to_display
 from tumorscope.data.types import DataError
+from tumorscope.inference.figure import map_panels, six_panel
 from tumorscope.inference.full import MAP_NAMES, MAP_UNITS, FullResult, predict_full
 from tumorscope.inference.predictor import Predictor
+from tumorscope.inference.results import input_affine, to_stored
 from tumorscope.inference.uncertainty import DEFAULT_REVIEW_CUTOFF
 
 log = logging.getLogger(__name__)
@@ -77,8 +84,6 @@ def write_uncertainty_outputs(
         if full.loaded is not None:
             fields["uncertainty_file"] = _write_nifti_maps(full, out / f"{name}_uncertainty.nii.gz")
         else:
-            from tumorscope.inference.figure import map_panels
-
             planes = view.maps_2d() or []
             named = dict(zip(MAP_NAMES, planes, strict=True))
             units = dict(zip(MAP_NAMES, MAP_UNITS, strict=True))
@@ -87,8 +92,6 @@ def write_uncertainty_outputs(
             )
             fields["uncertainty_file"] = f"{name}_uncertainty.png"
     if gradcam and view.cams is not None:
-        from tumorscope.inference.figure import map_panels
-
         cams = view.cams_2d()
         names = ["CAM: tumour logit", "CAM: patient log-hazard"]
         if view.z is not None and full.slice_index is not None:
@@ -99,8 +102,6 @@ def write_uncertainty_outputs(
         map_panels(out / f"{name}_gradcam.png", view.image(), panels, title=title, overlay=True)
         fields["gradcam_file"] = f"{name}_gradcam.png"
     if figure:
-        from tumorscope.inference.figure import six_panel
-
         shown = view.maps_2d()
         prob = shown[0] if shown is not None else view.probability_2d()
         unc = shown[3] if shown is not None else np.zeros_like(prob)
@@ -151,8 +152,6 @@ class _View:
         return cls(full, mask, z, maps, cams)
 
     def _plane(self, a: np.ndarray) -> np.ndarray:
-        from tumorscope.data.transforms import to_display
-
         return a if self.z is None else to_display(a[..., self.z])
 
     def image(self) -> np.ndarray:
@@ -194,8 +193,6 @@ def _pick_slice(full: FullResult, maps: np.ndarray | None, truth: np.ndarray | N
 
 def _read_truth(truth: TruthInput, full: FullResult) -> np.ndarray:
     """The truth mask as bool in the grid the view uses (canonical volume / 2D input)."""
-    from tumorscope.data.readers import is_nifti_path, read_nifti
-
     where = "truth array" if isinstance(truth, np.ndarray) else str(truth)
     if full.loaded is not None:
         if isinstance(truth, np.ndarray):
@@ -206,16 +203,12 @@ def _read_truth(truth: TruthInput, full: FullResult) -> np.ndarray:
             raise DataError(
                 truth, f"mask shape {labels.shape} does not match image shape {expected}"
             )
-        return _binary(labels, full.source)
+        return _binary(labels, full)
     if isinstance(truth, np.ndarray):
         arr = np.asarray(truth)
     elif is_nifti_path(Path(truth)):
-        import nibabel as nib
-
         arr = np.squeeze(np.asarray(nib.load(Path(truth)).dataobj))  # type: ignore[attr-defined]
     else:
-        from tumorscope.data.imagefolder import load_image
-
         arr, _ = load_image(Path(truth))
     expected = tuple(np.asarray(full.base.image).shape)
     if arr.ndim != 2 or tuple(arr.shape) != expected:
@@ -223,21 +216,17 @@ def _read_truth(truth: TruthInput, full: FullResult) -> np.ndarray:
     return np.asarray(arr) > 0
 
 
-def _binary(labels: np.ndarray, source: str) -> np.ndarray:
-    from tumorscope.data.layout import region_masks
-
+def _binary(labels: np.ndarray, full: FullResult) -> np.ndarray:
+    """The spec's tumour region of a truth label volume, through the case's label convention."""
+    convention = full.loaded.labels or full.source  # only volumes (full.loaded set) get here
     try:
-        region = "GTVp" if source == "hecktor" else "WT"
-        return region_masks(labels, source, [region])[0].astype(bool)
+        return region_masks(labels, convention, [full.tumour_region])[0].astype(bool)
     except ValueError:  # a layout without named regions: any label is tumour
         return np.asarray(labels) > 0
 
 
 def _write_nifti_maps(full: FullResult, path: Path) -> str:
     """4D NIfTI of the maps in the input's stored grid (same reorientation as ``write_like``)."""
-    from tumorscope.data.readers import save_nifti
-    from tumorscope.inference.results import input_affine, to_stored
-
     maps = full.maps()
     if maps is None:
         raise ValueError(f"{path.name}: no MC-dropout maps to write")

@@ -71,6 +71,7 @@ class FullResult:
             the survival head does not pool), or None.
         restore: Maps ``(N, K, S, S)`` model-space maps to ``(K, H, W)`` in a 2D input's
             grid or ``(K, X, Y, Z)`` in a volume's canonical grid.
+        tumour_region: The preprocessing spec's tumour region (whose maps :meth:`maps` gives).
         loaded: The canonical volume (volumes only).
         source: Layout of the volume (``brats``, ``volume``, ...).
         seed: Seed of the dropout masks.
@@ -85,6 +86,7 @@ class FullResult:
     gradcam_tumour: np.ndarray | None
     gradcam_survival: np.ndarray | None
     restore: Any
+    tumour_region: str
     loaded: Any = None
     source: str = "image"
     seed: int = 0
@@ -158,7 +160,7 @@ class FullResult:
         mc = self.mc
         if mc is None or mc.probability is None:
             return None
-        k = _tumour_region_index(self.base.regions)
+        k = _tumour_region_index(self.base.regions, self.tumour_region)
         assert mc.std is not None and mc.entropy is not None and mc.mutual_information is not None
         stack = [m[:, k] for m in (mc.probability, mc.std, mc.entropy, mc.mutual_information)]
         return np.asarray(self.restore(np.stack(stack, axis=1)), dtype=np.float32)
@@ -173,11 +175,9 @@ _CAM_DESCRIPTION = {
 }
 
 
-def _tumour_region_index(regions: list[str]) -> int:
-    for name in ("WT", "GTVp"):
-        if name in regions:
-            return regions.index(name)
-    return 0
+def _tumour_region_index(regions: list[str], tumour_region: str) -> int:
+    """Index of the spec's tumour region among the model's regions (0 if it has no such output)."""
+    return regions.index(tumour_region) if tumour_region in regions else 0
 
 
 def is_2d_item(item: Any) -> bool:
@@ -273,6 +273,7 @@ def predict_full(
             )
     return FullResult(
         base=base, images=images, slice_index=slice_index, mc=mc, review_cutoff=review_cutoff,
-        gradcam_tumour=cam_t, gradcam_survival=cam_s, restore=restore, loaded=loaded,
+        gradcam_tumour=cam_t, gradcam_survival=cam_s, restore=restore,
+        tumour_region=predictor.spec.tumour_region, loaded=loaded,
         source=src, seed=seed, cam_method=cam_method,
     )  # fmt: skip

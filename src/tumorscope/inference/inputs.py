@@ -1,6 +1,8 @@
 """Every input ``Predictor`` takes, read and checked: 2D arrays, PNG/JPEG, 2D NIfTI, and
-volumes (arrays, NIfTI files, BraTS/HECKTOR case folders, DICOM series, ``Case``,
-``LoadedCase``), each cut exactly as training slices are and mapped back to its own grid.
+volumes (arrays, NIfTI files, ``Case``, ``LoadedCase``, and any case folder or file a
+layout of ``tumorscope.data.layouts.LAYOUTS`` recognises: BraTS/HECKTOR case folders, DICOM
+series, MSD and nnU-Net images), each cut exactly as training slices are and mapped back
+to its own grid.
 """
 
 from __future__ import annotations
@@ -9,15 +11,26 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import nibabel as nib
 import numpy as np
+from nibabel.affines import voxel_sizes
+from nibabel.orientations import aff2axcodes
 
+from tumorscope.data.errors import DimensionError
+from tumorscope.data.imagefolder import load_image
+from tumorscope.data.layout import discover, load_case, read_case
+from tumorscope.data.layouts import get_layout
+from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path, read_nifti, to_canonical
+from tumorscope.data.spec import IMAGE_CHANNEL, PreprocessSpec
+from tumorscope.data.transforms import (
+    prepare_image,
+    preprocess_volume,
+    restore_image_mask,
+    restore_volume,
+)
 from tumorscope.data.types import Case, DataError, ImageMeta, LoadedCase
 from tumorscope.inference.results import to_stored
-
-if TYPE_CHECKING:
-    from tumorscope.data.spec import PreprocessSpec
 
 ImageInput = np.ndarray | str | Path
 VolumeInput = np.ndarray | str | Path | Case | LoadedCase
@@ -47,8 +60,6 @@ class Image2D:
 
 def read_2d(img: ImageInput, name: str | None, i: int, n: int, spec: PreprocessSpec) -> Image2D:
     """Read and check the ``i``-th of ``n`` 2D inputs (``name`` overrides the default)."""
-    from tumorscope.data.imagefolder import load_image
-    from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path
 
     n_ch = len(spec.channels)
     if isinstance(img, np.ndarray):
@@ -95,15 +106,12 @@ def is_2d_input(path: Path) -> bool:
 
     Unreadable headers count as volumes (their reader then names the fault).
     """
-    from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path
 
     if path.is_dir():
         return False
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return True
     if is_nifti_path(path):
-        import nibabel as nib
-
         try:
             shape = tuple(int(s) for s in nib.load(path).shape)  # type: ignore[attr-defined]
         except Exception:  # any header fault is reported by the volume reader
@@ -126,11 +134,6 @@ def file_stem(path: Path) -> str:
 
 def read_nifti_2d(path: Path, label: str, spec: PreprocessSpec) -> Image2D:
     """Read a 2D NIfTI (``(X, Y)`` or a volume with one singleton axis) as one slice."""
-    import nibabel as nib
-
-    from tumorscope.data.errors import DimensionError
-    from tumorscope.data.readers import read_nifti, to_canonical
-
     try:
         canon, meta = read_nifti(path)
     except DimensionError:
@@ -193,13 +196,6 @@ def cut(
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], int]:
     """Model input ``(C, S, S)`` of a 2D input, the map of ``(R, S, S)`` outputs back to the
     input's grid ``(R, H, W)``, and the side in pixels of the square crop."""
-    from tumorscope.data.transforms import (
-        prepare_image,
-        preprocess_volume,
-        restore_image_mask,
-        restore_volume,
-    )
-
     if x.volume is None:
         prep = prepare_image(x.data, spec, path=x.where)
         return prep.image, lambda seg: restore_image_mask(seg, prep.restore), prep.restore.box[2]
@@ -224,13 +220,14 @@ def load_volume(
 ) -> tuple[LoadedCase, str, str, list[str]]:
     """Read any volume input into a canonical :class:`LoadedCase` with the spec's channels.
 
+    A path is asked of every layout (:func:`tumorscope.data.layout.read_case`): a BraTS or
+    HECKTOR case folder, a DICOM series (or a folder of series), an MSD or nnU-Net image
+    file; a NIfTI file no layout claims is a single volume; any other folder must hold
+    exactly one case.
+
     Returns:
         ``(loaded, source layout, name, warnings)``.
     """
-    from tumorscope.data import brats
-    from tumorscope.data.layout import discover, load_case
-    from tumorscope.data.readers import is_nifti_path
-
     channels, missing = spec.channels, spec.missing_channels
     if isinstance(case, LoadedCase):
         if case.image.ndim != 4 or case.image.shape[0] != len(channels):
@@ -252,56 +249,32 @@ def load_volume(
     path = Path(case)
     if not path.exists():
         raise DataError(path, "no such file or folder")
-    if path.is_file():
-        if not is_nifti_path(path):
-            raise DataError(path, "a volume must be a NIfTI file, a case folder or a DICOM folder")
+    if path.is_file() and not is_nifti_path(path):
+        raise DataError(path, "a volume must be a NIfTI file, a case folder or a DICOM folder")
+    found, problems = read_case(path)
+    if found is None and problems:
+        raise problems[0]
+    if found is None and path.is_file():
         loaded, notes = nifti_volume(path, spec)
         return loaded, source or "volume", file_stem(path), notes
-    if brats.is_case_folder(path):
-        c, problems = brats.read_case(path)
-        if c is None:
-            raise problems[0] if problems else DataError(path, "not a readable BraTS case folder")
-        return load_case(c, channels, missing=missing, with_mask=False), c.source, path.name, []
-    ct, pet = sorted(path.glob("*__CT.nii.gz")), sorted(path.glob("*__PT.nii.gz"))
-    if len(ct) == 1 and len(pet) == 1:
-        pid = ct[0].name[: -len("__CT.nii.gz")]
-        c = Case(patient_id=pid, source="hecktor", channels={"ct": ct[0], "pet": pet[0]})
-        return load_case(c, channels, missing=missing, with_mask=False), "hecktor", path.name, []
-    index = discover([path])
-    cases = index.cases
-    warnings: list[str] = []
-    if cases and all(c.source == "dicom" for c in cases):
-        found = {ch: p for c in cases for ch, p in c.channels.items()}
-        if len(cases) > 1 and len(found) < len(cases):
+    if found is None:
+        cases = discover([path]).cases
+        if len(cases) != 1:
+            what = f"{len(cases)} cases" if cases else "no case"
             raise DataError(
-                path, f"{len(cases)} DICOM series of the same modality; expected one per channel"
+                path, f"expected one case folder (BraTS, HECKTOR or DICOM series), found {what}"
             )
-        if len(found) == 1 and len(channels) == 1 and channels[0] not in found:
-            modality = next(iter(found))
-            warnings.append(
-                f"DICOM {modality.upper()} series taken as the model's {channels[0]} channel"
-            )
-            found = {channels[0]: next(iter(found.values()))}
-        cases = [Case(patient_id=path.name, source="dicom", channels=found)]
-    if len(cases) != 1:
-        what = f"{len(cases)} cases" if cases else "no case"
-        raise DataError(
-            path, f"expected one case folder (BraTS, HECKTOR or DICOM series), found {what}"
-        )
-    return (
-        load_case(cases[0], channels, missing=missing, with_mask=False),
-        cases[0].source,
-        path.name,
-        warnings,
-    )
+        found = cases[0]
+    fitted, warnings = get_layout(found.source).fit_channels(found, channels)
+    name = path.name if path.is_dir() else found.patient_id
+    loaded = load_case(fitted, channels, missing=missing, with_mask=False)
+    return loaded, fitted.source, name, warnings
 
 
 def single_channel(
     arr: np.ndarray, meta: ImageMeta, spec: PreprocessSpec
 ) -> tuple[LoadedCase, list[str]]:
     """A one-channel canonical volume placed into the spec's channels."""
-    from tumorscope.data.spec import IMAGE_CHANNEL
-
     channels = spec.channels
     if len(channels) == 1:
         return LoadedCase(arr[None].astype(np.float32), None, meta, (True,)), []
@@ -319,8 +292,6 @@ def single_channel(
 
 
 def nifti_volume(path: Path, spec: PreprocessSpec) -> tuple[LoadedCase, list[str]]:
-    from tumorscope.data.readers import read_nifti
-
     arr, meta = read_nifti(path)
     return single_channel(np.asarray(arr, dtype=np.float32), meta, spec)
 
@@ -329,11 +300,6 @@ def array_volume(
     array: np.ndarray, spec: PreprocessSpec, affine: np.ndarray | None
 ) -> tuple[LoadedCase, list[str]]:
     """``(X, Y, Z)`` / ``(C, X, Y, Z)`` array with a stored-orientation affine → canonical."""
-    from nibabel.affines import voxel_sizes
-    from nibabel.orientations import aff2axcodes
-
-    from tumorscope.data.readers import to_canonical
-
     n_ch = len(spec.channels)
     where = Path("array")
     a = np.asarray(array)

@@ -29,9 +29,6 @@ from scipy import ndimage
 EMPTY_HD95_MM = 373.13
 """HD95 (mm) when exactly one of prediction and target is empty (BraTS convention)."""
 
-BRATS_REGIONS = ("WT", "TC", "ET")
-HECKTOR_REGIONS = ("GTVp", "GTVn")
-
 
 def _to_numpy(x: Any) -> NDArray[Any]:
     """Convert a numpy array, torch tensor or nested sequence to a numpy array."""
@@ -301,37 +298,6 @@ def segmentation_metrics(
     out["abs_volume_error"] = abs(out["volume_pred"] - out["volume_target"])
     out["rel_volume_error"] = relative_volume_error(p, t, spacing)
     return out
-
-
-def brats_regions(label: ArrayLike, et_label: int = 4) -> dict[str, NDArray[np.bool_]]:
-    """BraTS label map → nested region masks.
-
-    Args:
-        label: Integer label map with 0 background, 1 necrotic core, 2 oedema and
-            ``et_label`` enhancing tumour (4 up to BraTS 2021, 3 from BraTS 2023).
-        et_label: Label value of the enhancing tumour.
-
-    Returns:
-        ``{"WT": 1|2|ET, "TC": 1|ET, "ET": ET}`` as boolean masks of the input's shape.
-    """
-    lab = _to_numpy(label)
-    allowed = (0, 1, 2, et_label)
-    if not np.isin(lab, allowed).all():
-        bad = np.unique(lab[~np.isin(lab, allowed)])[:5]
-        raise ValueError(f"label: unexpected BraTS label values {bad.tolist()}, allowed {allowed}")
-    return {
-        "WT": lab > 0,
-        "TC": (lab == 1) | (lab == et_label),
-        "ET": lab == et_label,
-    }
-
-
-def hecktor_regions(label: ArrayLike) -> dict[str, NDArray[np.bool_]]:
-    """HECKTOR label map (0 background, 1 GTVp, 2 GTVn) → ``{"GTVp", "GTVn"}`` masks."""
-    lab = _to_numpy(label)
-    if not np.isin(lab, (0, 1, 2)).all():
-        raise ValueError("label: HECKTOR masks hold only 0, 1 (GTVp) and 2 (GTVn)")
-    return {"GTVp": lab == 1, "GTVn": lab == 2}
 
 
 def aggregated_dice(preds: Sequence[ArrayLike], targets: Sequence[ArrayLike]) -> float:

@@ -368,13 +368,17 @@ class SurvivalAccumulator:
         self._time.append(t)
         self._event.append(e)
 
+    def arrays(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+        """All stored ``(risk, time, event)``, concatenated."""
+        if not self._risk:
+            return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
+        return np.concatenate(self._risk), np.concatenate(self._time), np.concatenate(self._event)
+
     def compute(self) -> dict[str, float]:
         """``harrell_c``, ``uno_c`` (NaN without training data), ``n`` and ``n_events``."""
         if not self._risk:
             return {"harrell_c": float("nan"), "uno_c": float("nan"), "n": 0.0, "n_events": 0.0}
-        r = np.concatenate(self._risk)
-        t = np.concatenate(self._time)
-        e = np.concatenate(self._event)
+        r, t, e = self.arrays()
         uno = float("nan")
         if self.train_time is not None and self.train_event is not None:
             uno = uno_c_index(r, t, e, self.train_time, self.train_event, self.tau)

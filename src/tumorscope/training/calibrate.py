@@ -47,7 +47,7 @@ def calibrate(
         "imputation": imputation,
         "reasons": {},
     }
-    labels = np.asarray(val.tumour_label, dtype=float)
+    labels = val.tumour.arrays()[1].astype(float)
     logits = np.asarray(val.tumour_logit, dtype=float)
     temperature = 1.0
     if cfg.temperature and labels.size and 0 < labels.sum() < labels.size:
@@ -70,11 +70,8 @@ def calibrate(
             "validation split lacks one of the classes; threshold left at 0.5"
         )
 
-    pids = list(train.patient_risk)
-    if pids:
-        risk = np.asarray([train.patient_risk[p] for p in pids])
-        time = np.asarray([train.patient_time[p] for p in pids])
-        event = np.asarray([train.patient_event[p] for p in pids], dtype=bool)
+    risk, time, event = train.survival.arrays()
+    if risk.size:
         if event.any():
             times, cumhaz = breslow_baseline(risk, time, event)
             out["baseline_hazard"] = {

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from tumorscope.data.batch import Batch
-from tumorscope.metrics.classification import roc_auc
+from tumorscope.metrics.classification import ClassificationAccumulator, roc_auc
 from tumorscope.metrics.segmentation import dice
-from tumorscope.metrics.survival import harrell_c_index
+from tumorscope.metrics.survival import SurvivalAccumulator
 from tumorscope.models.multitask import ModelOutput, MultiTaskNet
 from tumorscope.models.patients import PatientCollector
 from tumorscope.training.collective import (
@@ -132,18 +132,21 @@ def train_step(
 
 @dataclass
 class ValidationOutputs:
-    """Everything a validation pass collects, per slice (and per patient for survival)."""
+    """Everything a validation pass collects, fed into the metric accumulators.
+
+    Attributes:
+        dice: Per-slice Dice (mean over regions) of slices with a mask.
+        tumour: Uncalibrated tumour probabilities ``σ(z)`` and labels of labelled slices.
+        tumour_logit: The same slices' logits ``z`` (the temperature is fitted on them).
+        tumour_type: Per-slice ``(predicted class, true class)`` of slices with a type.
+        survival: Patient log-hazards, times and events (one row per patient).
+    """
 
     dice: list[float] = field(default_factory=list)
-    tumour_prob: list[float] = field(default_factory=list)
+    tumour: ClassificationAccumulator = field(default_factory=ClassificationAccumulator)
     tumour_logit: list[float] = field(default_factory=list)
-    tumour_label: list[float] = field(default_factory=list)
-    type_pred: list[int] = field(default_factory=list)
-    type_label: list[int] = field(default_factory=list)
-    patient_risk: dict[str, float] = field(default_factory=dict)
-    patient_time: dict[str, float] = field(default_factory=dict)
-    patient_event: dict[str, bool] = field(default_factory=dict)
-    loss: list[float] = field(default_factory=list)
+    tumour_type: list[tuple[int, int]] = field(default_factory=list)
+    survival: SurvivalAccumulator = field(default_factory=SurvivalAccumulator)
 
 
 def _slice_dice(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
@@ -179,21 +182,18 @@ def collect_validation(
             m = batch.has_tumour
             logit = output.tumour_logit.reshape(-1)[m]
             out.tumour_logit.extend(logit.tolist())
-            out.tumour_prob.extend(torch.sigmoid(logit).tolist())
-            out.tumour_label.extend(batch.tumour[m].tolist())
+            out.tumour.update(torch.sigmoid(logit), batch.tumour[m])
         if output.tumour_type_logits is not None and bool(batch.has_tumour_type.any()):
             m = batch.has_tumour_type
-            out.type_pred.extend(output.tumour_type_logits[m].argmax(1).tolist())
-            out.type_label.extend(batch.tumour_type[m].tolist())
+            pred_type = output.tumour_type_logits[m].argmax(1).tolist()
+            out.tumour_type.extend(zip(pred_type, batch.tumour_type[m].tolist(), strict=True))
         if output.survival_embedding is not None and bool(batch.has_survival.any()):
             rows = torch.nonzero(batch.has_survival).reshape(-1)
             add_patient_slices(patients, output.survival_embedding[rows], batch, rows)
     if len(patients):
         p = patients.stack()
         risk = model.patient_log_hazard(p.embedding, p.patient_index, p.clinical).float()
-        out.patient_risk = dict(zip(p.patient_ids, risk.tolist(), strict=True))
-        out.patient_time = dict(zip(p.patient_ids, p.time.double().tolist(), strict=True))
-        out.patient_event = dict(zip(p.patient_ids, p.event.tolist(), strict=True))
+        out.survival.update(risk, p.time.double(), p.event)
     return out
 
 
@@ -216,23 +216,14 @@ def validation_metrics(v: ValidationOutputs) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if v.dice:
         metrics["dice"] = float(np.mean(v.dice))
-    if v.tumour_label:
-        metrics["roc_auc"] = float(roc_auc(np.asarray(v.tumour_prob), np.asarray(v.tumour_label)))
-    if v.type_label:
-        metrics["type_accuracy"] = float(
-            np.mean(np.asarray(v.type_pred) == np.asarray(v.type_label))
-        )
-    if v.patient_risk:
-        pids = list(v.patient_risk)
-        events = np.asarray([v.patient_event[p] for p in pids])
-        if events.any():
-            metrics["c_index"] = float(
-                harrell_c_index(
-                    np.asarray([v.patient_risk[p] for p in pids]),
-                    np.asarray([v.patient_time[p] for p in pids]),
-                    events,
-                )
-            )
+    prob, label = v.tumour.arrays()
+    if label.size:
+        metrics["roc_auc"] = float(roc_auc(prob, label))
+    if v.tumour_type:
+        metrics["type_accuracy"] = float(np.mean([p == t for p, t in v.tumour_type]))
+    _, _, event = v.survival.arrays()
+    if event.any():
+        metrics["c_index"] = float(v.survival.compute()["harrell_c"])
     return metrics
 
 

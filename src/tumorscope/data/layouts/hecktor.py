@@ -4,7 +4,8 @@ Labels: 1 = GTVp (primary tumour), 2 = GTVn (lymph nodes). Outcomes come from an
 ``*endpoint*.csv`` (``PatientID,Relapse,RFS``: Relapse 1 = event, RFS in days) and
 covariates from a ``*clinical*.csv`` (``PatientID`` plus numeric columns; ``Gender``
 M → 1.0, F → 0.0; empty cells → None). PET is resampled onto the CT grid at load time
-(:func:`tumorscope.data.layout.load_case`).
+(:func:`tumorscope.data.layout.load_case`). A folder holding one ``<id>__CT.nii.gz`` (and its
+``<id>__PT.nii.gz``) is one case, as ``Predictor.predict_volume`` takes it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from tumorscope.data.errors import (
@@ -21,14 +23,14 @@ from tumorscope.data.errors import (
     MissingFileError,
     SurvivalValueError,
 )
-from tumorscope.data.readers import parse_number, read_csv_table
+from tumorscope.data.layouts.base import Discovery, Layout, keep_readable, region_labels
+from tumorscope.data.tables import parse_number, read_csv_table
 from tumorscope.data.types import Case, DataError, Outcome
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "hecktor"
-LABELS: dict[int, str] = {1: "GTVp", 2: "GTVn"}
-REGION_LABELS: dict[str, frozenset[int]] = {"GTVp": frozenset({1}), "GTVn": frozenset({2})}
+LABELS = region_labels("HECKTOR", {1: "GTVp", 2: "GTVn"})
 IMAGE_DIRS = ("imagesTr", "imagesTs")
 _MODALITY_CHANNEL = {"ct": "ct", "pt": "pet"}
 _FILE_RE = re.compile(r"^(?P<pid>.+)__(?P<mod>CT|PT)\.nii(\.gz)?$", re.IGNORECASE)
@@ -97,9 +99,7 @@ def discover_hecktor(root: str | Path) -> tuple[list[Case], dict[str, Outcome], 
                 )
             mask = _label_file(label_dir, pid)
             cases.append(
-                Case(
-                    patient_id=pid, source=SOURCE, channels=chans, mask=mask, label_map=dict(LABELS)
-                )
+                Case(patient_id=pid, source=SOURCE, channels=chans, mask=mask, labels=LABELS)
             )
         if label_dir.is_dir():
             for p in sorted(label_dir.iterdir()):
@@ -198,3 +198,57 @@ def _clinical_row(
             value = None
         out[col] = value if value is None or math.isfinite(value) else None
     return out
+
+
+def _files(folder: Path, mod: str, pid: str | None = None) -> list[Path]:
+    """``<id>__<mod>.nii(.gz)`` files directly in ``folder`` (of patient ``pid`` if given)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [
+        p
+        for p in entries
+        if (m := _FILE_RE.match(p.name))
+        and m.group("mod").lower() == mod
+        and pid in (None, m.group("pid"))
+        and p.is_file()
+    ]
+
+
+class HecktorLayout(Layout):
+    """HECKTOR 2022 PET/CT: ``imagesTr/`` CT and PET files, ``labelsTr/`` masks, CSVs."""
+
+    name = SOURCE
+    labels = LABELS
+    reference_channel = "ct"
+    resampled_channels = frozenset({"pet"})  # PET has its own, coarser grid by design
+
+    def detect(self, folder: Path) -> bool:
+        return is_hecktor_root(folder)
+
+    def claimed(self, folder: Path) -> set[Path]:
+        return claimed_subfolders(folder)
+
+    def discover(self, root: Path, *, max_voxels: int) -> Discovery:
+        cases, outcomes, problems = discover_hecktor(root)
+        kept, bad, _ = keep_readable(cases, max_voxels)
+        on_disk = sum(len(_files(d, "ct")) for d in _image_dirs(root))
+        return Discovery(
+            cases=kept, outcomes=outcomes, problems=problems + bad, left_out=on_disk - len(kept)
+        )
+
+    def read_case(self, path: Path) -> tuple[Case | None, list[DataError]]:
+        ct = _files(path, "ct") if path.is_dir() else []
+        m = _FILE_RE.match(ct[0].name) if len(ct) == 1 else None
+        if m is None:
+            return None, []
+        pid = m.group("pid")
+        channels = {"ct": ct[0]}
+        pet = _files(path, "pt", pid)
+        if len(pet) == 1:  # a case without PET is still one; load_case names what is missing
+            channels["pet"] = pet[0]
+        return Case(patient_id=pid, source=SOURCE, channels=channels, labels=LABELS), []
+
+    def explain_absent(self, folders: Sequence[Path]) -> str:
+        return "no imagesTr/*__CT.nii.gz (HECKTOR)"

@@ -7,6 +7,7 @@ Survival comes from ``*surviv*.csv`` in the root or its parent (2018/2019 keep i
 ``HGG/``/``LGG/``): ID column ``Brats20ID``/``BraTS18ID``/…, ``Survival_days`` or
 ``Survival`` (``ALIVE (361 days later)`` = censored at 361), ``Age``, and
 ``Extent_of_Resection``/``ResectionStatus`` (``GTR`` → 1.0, ``STR`` → 0.0, ``NA`` → None).
+Regions: ``WT`` = NCR ∪ ED ∪ ET, ``TC`` = NCR ∪ ET, ``ET`` (:class:`BratsLayout`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from tumorscope.data.errors import (
@@ -24,7 +26,8 @@ from tumorscope.data.errors import (
     MissingFileError,
     SurvivalValueError,
 )
-from tumorscope.data.readers import parse_number, read_csv_table
+from tumorscope.data.layouts.base import Discovery, Layout, keep_readable, region_labels
+from tumorscope.data.tables import parse_number, read_csv_table
 from tumorscope.data.types import BRAIN_CHANNELS, Case, DataError, Outcome
 
 logger = logging.getLogger(__name__)
@@ -44,14 +47,10 @@ SUFFIX_CHANNEL: dict[str, str] = {
 }
 SUFFIXES_2023 = frozenset({"t2f", "t1n", "t1c", "t2w"})
 SUFFIXES_LEGACY = frozenset({"flair", "t1", "t1ce", "t2"})
-LABELS_LEGACY: dict[int, str] = {1: "NCR", 2: "ED", 4: "ET"}
-LABELS_2023: dict[int, str] = {1: "NCR", 2: "ED", 3: "ET"}
-#: Region → raw labels, valid for both label conventions (3 never occurs before 2023, 4 never in it).
-REGION_LABELS: dict[str, frozenset[int]] = {
-    "WT": frozenset({1, 2, 3, 4}),
-    "TC": frozenset({1, 3, 4}),
-    "ET": frozenset({3, 4}),
-}
+LABELS_LEGACY = region_labels("BraTS 2018-2021", {1: "NCR", 2: "ED", 4: "ET"})
+LABELS_2023 = region_labels("BraTS 2023", {1: "NCR", 2: "ED", 3: "ET"})
+#: Both conventions at once (3 never occurs before 2023, 4 never in it): for masks whose year is unknown.
+LABELS_ANY = region_labels("BraTS", {1: "NCR", 2: "ED", 3: "ET", 4: "ET"})
 
 _FILE_RE = re.compile(
     r"^(?P<case>.+?)[_-](?P<mod>"
@@ -129,7 +128,7 @@ def read_case(folder: Path) -> tuple[Case | None, list[DataError]]:
     mask = by_channel["seg"][0] if "seg" in by_channel else None
     labels = LABELS_2023 if mods & SUFFIXES_2023 else LABELS_LEGACY
     return Case(
-        patient_id=folder.name, source=SOURCE, channels=channels, mask=mask, label_map=dict(labels)
+        patient_id=folder.name, source=SOURCE, channels=channels, mask=mask, labels=labels
     ), problems
 
 
@@ -285,3 +284,41 @@ def _cell(path: Path, where: str, col: str, text: str, problems: list[DataError]
         problems.append(CSVFormatError(path, f"{where}: {col} {text!r} is not finite"))
         return None
     return value
+
+
+class BratsLayout(Layout):
+    """BraTS 2018–2023: a root of case folders named by modality suffixes."""
+
+    name = SOURCE
+    labels = LABELS_ANY
+
+    def detect(self, folder: Path) -> bool:
+        return bool(case_folders(folder))
+
+    def claimed(self, folder: Path) -> set[Path]:
+        return set(case_folders(folder))
+
+    def discover(self, root: Path, *, max_voxels: int) -> Discovery:
+        cases, outcomes, problems = discover_brats(root)
+        kept, bad, _ = keep_readable(cases, max_voxels)
+        return Discovery(
+            cases=kept,
+            outcomes=outcomes,
+            problems=problems + bad,
+            left_out=len(case_folders(root)) - len(kept),
+        )
+
+    def read_case(self, path: Path) -> tuple[Case | None, list[DataError]]:
+        if not is_case_folder(path):
+            return None, []
+        case, problems = read_case(path)
+        if case is None and not problems:
+            problems = [CaseLayoutError(path, "not a readable BraTS case folder")]
+        return case, problems
+
+    def explain_absent(self, folders: Sequence[Path]) -> str:
+        nifti = sum(1 for f in folders for _ in f.glob("*.nii*"))
+        return (
+            "no BraTS case folders (files ending _flair/_t1/_t1ce/_t2 or -t2f/-t1n/-t1c/-t2w .nii.gz)"
+            + (f"; {nifti} NIfTI file(s) without those suffixes" if nifti else "")
+        )
