@@ -69,6 +69,8 @@ class RuntimeInfo:
     monai: str
     threads: int
     cpu_count: int
+    cpu_model: str
+    cpu_flags: str
     bf16_supported: bool
     cuda_available: bool
 
@@ -76,10 +78,33 @@ class RuntimeInfo:
         return dict(self.__dict__)
 
 
+# The instruction-set extensions that decide CPU speed and ``precision: auto``.
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, str]:
+    """``(model name, the SIMD_FLAGS present)`` of this CPU; the platform's processor string
+    and an empty flag list where ``/proc/cpuinfo`` cannot be read (not Linux)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return model, " ".join(f for f in SIMD_FLAGS if f in flags)
+
+
 def runtime_info() -> RuntimeInfo:
     """Collect versions and hardware capabilities."""
     import monai  # deferred: heavy, and only `tumorscope info` asks for its version
 
+    cpu_model, cpu_flags = cpu_description()
     return RuntimeInfo(
         tumorscope=__version__,
         python=sys.version.split()[0],
@@ -89,6 +114,8 @@ def runtime_info() -> RuntimeInfo:
         monai=monai.__version__,
         threads=torch.get_num_threads(),
         cpu_count=os.cpu_count() or 1,
+        cpu_model=cpu_model,
+        cpu_flags=cpu_flags,
         bf16_supported=bf16_supported(),
         cuda_available=torch.cuda.is_available(),
     )
