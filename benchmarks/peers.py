@@ -157,7 +157,7 @@ class Bench:
         pred = Predictor.from_run(run)
         if config != "demo":
             pred = PeerPredictor(pred, keep_base=True)
-        return pred, pred.manifest["splits"]
+        return pred, pred.manifest.splits
 
     def train_peer(self, kind: str, seed: int) -> tuple[Any, dict[str, Any]]:
         import torch

@@ -17,10 +17,9 @@ file's original geometry; no resampling is involved.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from tumorscope.data.types import LoadedCase
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import VolumeResult
 from tumorscope.metrics.segmentation import dice, segmentation_metrics
+from tumorscope.runs import RunManifest
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,14 @@ class HeldOut:
     overlays: list[Overlay] = field(default_factory=list)
 
 
-def held_out_patients(manifest: Mapping[str, Any], split: str) -> set[str]:
+def held_out_patients(manifest: RunManifest, split: str) -> set[str]:
     """Patients of ``split`` in the run's own splits."""
-    return set((manifest.get("splits") or {}).get(split, []))
+    return set((manifest.splits or {}).get(split, []))
 
 
-def seen_patients(manifest: Mapping[str, Any]) -> set[str]:
+def seen_patients(manifest: RunManifest) -> set[str]:
     """Patients in any of the run's splits."""
-    return {p for ids in (manifest.get("splits") or {}).values() for p in ids}
+    return {p for ids in (manifest.splits or {}).values() for p in ids}
 
 
 def logit_from_probability(prob: np.ndarray | float, temperature: float) -> np.ndarray:
@@ -205,7 +205,7 @@ def collect_held_out(
         threshold=float(predictor.threshold),
     )
 
-    clinical_columns: list[str] = list(predictor.manifest.get("clinical_columns") or [])
+    clinical_columns = list(predictor.manifest.clinical_columns)
 
     def wanted(pid: str) -> bool:
         return pid in patients or pid not in seen

@@ -128,7 +128,7 @@ def evaluate_predictor(
         EvaluationError: ``split`` is not one of the run's splits.
     """
     manifest = predictor.manifest
-    splits = manifest.get("splits") or {}
+    splits = manifest.splits or {}
     if splits and split not in splits:
         raise EvaluationError(
             run or "<predictor>", f"split {split!r} not in the run's splits {sorted(splits)}"
@@ -147,7 +147,7 @@ def evaluate_predictor(
         "gate_threshold": float(predictor.gate_threshold),
         "regions": held.regions,
         "n_boot": n_boot,
-        "stage": manifest.get("stage"),
+        "stage": manifest.stage,
     }
     plot_files = write_report(Path(out), metrics, held, calibration)
     return EvaluationReport(out=Path(out), metrics=metrics, held=held, plots=plot_files)
