@@ -26,8 +26,8 @@ from rich.table import Table
 from tumorscope import DISCLAIMER
 from tumorscope.config import load_config
 from tumorscope.evaluation.evaluate import evaluate_run
+from tumorscope.fileio import atomic_write_bytes, atomic_write_json
 from tumorscope.progress import training_progress
-from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
 from tumorscope.synthetic import synthesize
 from tumorscope.training.run import train_run
 

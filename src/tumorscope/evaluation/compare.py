@@ -28,11 +28,11 @@ from scipy.stats import wilcoxon
 
 from tumorscope.evaluation.evaluate import EvaluationError, evaluate_run
 from tumorscope.evaluation.report import PREDICTIONS_FILE, format_figure, load_predictions
+from tumorscope.fileio import atomic_write_bytes, atomic_write_json
 from tumorscope.metrics.classification import roc_auc
 from tumorscope.metrics.delong import delong_test
 from tumorscope.metrics.stats import PairedBootstrap, non_inferiority, paired_bootstrap
 from tumorscope.metrics.survival import harrell_c_index
-from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from tumorscope.evaluation import plots
 from tumorscope.evaluation.collect import HeldOut, classification_units, survival_arrays
 from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import risk_groups
+from tumorscope.fileio import atomic_write_bytes, atomic_write_json
 from tumorscope.metrics.calibration import apply_temperature
-from tumorscope.runs.files import atomic_write_bytes, atomic_write_json
 from tumorscope.runs.manifest import Calibration
 
 log = logging.getLogger(__name__)
