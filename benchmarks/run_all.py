@@ -23,6 +23,7 @@ SCRIPTS = [
     "training.py",
     "inference.py",
     "uncertainty.py",
+    "faults.py",
     "peers.py",
 ]
 

@@ -24,6 +24,7 @@ from tumorscope.runs.files import (
     atomic_write_json,
     read_manifest,
     read_tensors,
+    settle,
     write_checkpoint,
 )
 
@@ -132,11 +133,14 @@ def save_checkpoint(
 def load_checkpoint(
     folder: Path,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
-    """Load a verified checkpoint.
+    """Load a verified checkpoint, first finishing a write a kill interrupted (training is
+    the folder's writer; see :func:`tumorscope.runs.files.settle`).
 
     Returns:
         ``(manifest, model_state, optimizer_state or None, state)``.
     """
+    if folder.is_dir():
+        settle(folder)
     manifest = read_manifest(folder)
     model_state = read_tensors(folder / MODEL_FILE)
     state: dict[str, Any] = {}
