@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from faults import disk_full_trial, kill_trial
 
+from tumorscope.fileio import atomic_save_tensors, atomic_write_json, sha256_file
 from tumorscope.runs.files import MANIFEST_FILE, MODEL_FILE, STAGED, read_manifest, settle
 from tumorscope.training.checkpoint import load_checkpoint, save_checkpoint
 
