@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: install demo demo-petct test test-fast lint bench bench-quick clean
+.PHONY: install demo demo-petct test test-fast lint bench bench-quick audit clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python benchmarks/run_all.py --quick
+
+# Known vulnerabilities of the pinned packages (pip-audit in its own venv; needs the
+# vulnerability service on the network, so it is not part of CI).
+audit:
+	@test -x .venv-audit/bin/pip-audit || ($(PYTHON) -m venv .venv-audit && .venv-audit/bin/python -m pip install --quiet "pip-audit==2.10.1")
+	.venv-audit/bin/pip-audit --requirement $(LOCK) --no-deps --disable-pip --progress-spinner off
 
 clean:
 	rm -rf runs bench-out .pytest_cache .mypy_cache .ruff_cache
