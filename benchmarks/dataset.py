@@ -4,7 +4,7 @@ Writes N synthetic BraTS-layout patients (+ Kaggle-style images) with the synthe
 generator when it is available (else a small built-in NIfTI writer), builds the cache
 with ``StageData.build`` twice (build, then reuse), and in a fresh subprocess per reader
 (``pread``, what training uses, and ``mmap`` for comparison) runs what training reads
-through ``StageData``: one validation pass (``val_batches_for``) and an epoch's worth of
+through ``StageData``: one pass over every cached slice (``eval_batches``) and an epoch's worth of
 training steps (``train_batches``: patient bags, balanced fill, augmentation), reporting
 slices/s and the peak resident set size. Prints one JSON object.
 
@@ -131,9 +131,10 @@ def _stage_data(out: Path, config: Path, reader: str) -> Any:
 
 
 def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, Any]:
-    """What training reads, in one process: a validation pass (``val_batches_for``), then an
-    epoch's worth of training steps (``train_batches``: patient bags, balanced fill,
-    augmentation); slices/s of each, and RSS before/peak during both."""
+    """What training reads, in one process: one unaugmented pass over every cached slice
+    (``eval_batches`` of each split, as validation reads), then an epoch's worth of
+    training steps (``train_batches``: patient bags, balanced fill, augmentation); slices/s
+    of each, and RSS before/peak during both."""
     import torch
 
     from tumorscope.config import TASKS, StageConfig
@@ -149,9 +150,10 @@ def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, 
     sampled = base
     t0 = time.perf_counter()
     n = 0
-    for batch in data.val_batches_for(TASKS):
-        n += len(batch)
-        sampled = max(sampled, _status_mb("VmRSS"))
+    for split in ("train", "val", "test"):
+        for batch in data.eval_batches(split, TASKS):
+            n += len(batch)
+            sampled = max(sampled, _status_mb("VmRSS"))
     dt = time.perf_counter() - t0
     train_slices = len(data.prepared.slice_table("train"))
     steps = max(1, -(-train_slices // batch_size))
@@ -163,9 +165,9 @@ def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, 
     dt_train = time.perf_counter() - t1
     peak = _status_mb("VmHWM") if exact else sampled
     return {
-        "val_slices": n,
-        "val_seconds": round(dt, 3),
-        "val_slices_per_s": round(n / dt, 1) if dt > 0 else None,
+        "slices": n,
+        "seconds": round(dt, 3),
+        "slices_per_s": round(n / dt, 1) if dt > 0 else None,
         "rss_before_epoch_mb": round(base, 1),
         "peak_rss_epoch_mb": round(peak, 1),
         "rss_growth_mb": round(peak - base, 1),

@@ -126,9 +126,11 @@ class StageData:
             yield collate([ds.get(indices[j], draw=step * 100_003 + j) for j in positions])
             step += 1
 
-    def _eval_batches(
+    def eval_batches(
         self, split: str, tasks: Sequence[str], survival_only: bool = False
     ) -> Iterator[Batch]:
+        """Every slice of ``split`` carrying a target of ``tasks`` (or an outcome), once,
+        without augmentation, in cache order."""
         ds = self._dataset(split, train=False)
         keep = ds.has_survival if survival_only else ds.eligible(tasks)
         idx = np.nonzero(keep)[0]
@@ -137,14 +139,14 @@ class StageData:
 
     def val_batches(self, stage: StageConfig) -> Iterator[Batch]:
         """Every validation slice carrying a target of the stage's tasks, once."""
-        return self._eval_batches("val", stage.tasks)
+        return self.eval_batches("val", stage.tasks)
 
     def val_batches_for(self, tasks: Sequence[str]) -> Iterator[Batch]:
-        return self._eval_batches("val", tasks)
+        return self.eval_batches("val", tasks)
 
     def train_survival_batches(self) -> Iterator[Batch]:
         """Every training slice of patients with an outcome, once, without augmentation."""
-        return self._eval_batches("train", ("survival",), survival_only=True)
+        return self.eval_batches("train", ("survival",), survival_only=True)
 
     def val_survival_batches(self) -> Iterator[Batch]:
-        return self._eval_batches("val", ("survival",), survival_only=True)
+        return self.eval_batches("val", ("survival",), survival_only=True)
