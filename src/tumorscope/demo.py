@@ -5,6 +5,11 @@ The results table (:func:`evaluate_held_out`) is read from the report of
 ``tumorscope evaluate``.
 
 Usage: ``python -m tumorscope.demo --config configs/demo.yaml --out runs/demo``.
+
+Beside ``runs/demo`` it keeps ``runs/demo-data`` (synthetic data, reused while
+``demo-params.json`` matches), ``runs/demo-cache`` (the preprocessing cache, reused) and
+``runs/demo-report``. It replaces only what it made itself: a run folder only when it is a
+tumorscope run, a data folder only when it holds the demo's ``demo-params.json``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from rich.table import Table
 from tumorscope import DISCLAIMER
 from tumorscope.config import load_config
 from tumorscope.evaluation.evaluate import evaluate_run
-from tumorscope.fileio import atomic_write_bytes, atomic_write_json
+from tumorscope.evaluation.report import REPORT_FILES
+from tumorscope.fileio import OutputExistsError, OutputFolder, atomic_write_bytes, atomic_write_json
 from tumorscope.progress import training_progress
 from tumorscope.synthetic import synthesize
 from tumorscope.training.run import train_run
+from tumorscope.training.runfolder import run_problem
 
 log = logging.getLogger("tumorscope.demo")
 
@@ -56,13 +63,19 @@ def synthesize_demo_data(profile: str, out: Path, seed: int, workers: int) -> Pa
     """Write (or reuse) the demo's synthetic data set and return its folder."""
     params = {**DEMO_DATA[profile], "profile": profile, "seed": seed}
     marker = out / "demo-params.json"
-    if marker.is_file() and json.loads(marker.read_text()) == {
-        **params,
-        "shape": list(params["shape"]),
-    }:
+    try:
+        found = json.loads(marker.read_bytes()) if marker.is_file() else None
+    except ValueError:  # JSON or UTF-8: not the marker the demo writes
+        found = None
+    if found == {**params, "shape": list(params["shape"])}:
         log.info("reusing synthetic data in %s", out)
         return out
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not isinstance(found, dict) or found.get("profile") not in DEMO_DATA:
+            raise SystemExit(
+                f"{out}: exists and is not the demo's synthetic data (no demo-params.json); "
+                "refusing to replace it"
+            )
         shutil.rmtree(out)
     t0 = time.perf_counter()
     synthesize(
@@ -87,6 +100,7 @@ def evaluate_held_out(
     split: str = "test",
     out: str | Path | None = None,
     n_boot: int = 1000,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """The demo's results table, read from :func:`~tumorscope.evaluation.evaluate.evaluate_run`.
 
@@ -96,6 +110,7 @@ def evaluate_held_out(
         split: The run's split to evaluate (unseen patients are always evaluated).
         out: Report folder (default ``<run>-report`` beside the run; never inside it).
         n_boot: Bootstrap replicates.
+        overwrite: Replace an earlier report tumorscope wrote in ``out`` (never other files).
 
     Returns:
         ``{"split", "table": label → figure, "patients", "report"}``.
@@ -103,8 +118,9 @@ def evaluate_held_out(
     run_dir = Path(run)
     report_dir = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-report"
     report = evaluate_run(
-        run=run_dir, data=[Path(d) for d in data], out=report_dir, split=split, n_boot=n_boot
-    )
+        run=run_dir, data=[Path(d) for d in data], out=report_dir, split=split, n_boot=n_boot,
+        overwrite=overwrite,
+    )  # fmt: skip
     table = {label: report.figure(key) for label, key in DEMO_TABLE.items()}
     return {
         "split": split,
@@ -117,20 +133,32 @@ def evaluate_held_out(
 def run_demo(
     *, config: Path, out: Path, data: Path | None = None, workers: int = 2
 ) -> dict[str, Any]:
-    """The whole main job; returns the results table as a mapping."""
+    """The whole main job; returns the results table as a mapping.
+
+    ``data``: an existing data folder, used as it is (no synthesis).
+    """
     cfg = load_config(config)
     data_dir = data or out.parent / f"{out.name}-data"
+    if out.exists() and (problem := run_problem(out)) is not None:
+        raise SystemExit(
+            f"{out}: exists and is not a tumorscope run ({problem}); refusing to replace it"
+        )
+    report_dir = out.parent / f"{out.name}-report"
+    try:  # before hours of work: the report folder must take an earlier demo report only
+        OutputFolder(report_dir, overwrite=True).check_all(REPORT_FILES)
+    except OutputExistsError as err:
+        raise SystemExit(str(err)) from None
     t0 = time.perf_counter()
-    synthesize_demo_data(cfg.profile, data_dir, cfg.runtime.seed, workers)
+    if data is None:
+        synthesize_demo_data(cfg.profile, data_dir, cfg.runtime.seed, workers)
     t_data = time.perf_counter() - t0
     if out.exists():
-        if not (out / "config.yaml").is_file():
-            raise SystemExit(f"{out}: exists and is not a tumorscope run; refusing to overwrite it")
         shutil.rmtree(out)
+    cache = out.parent / f"{out.name}-cache"
     with training_progress() as progress:
-        result = train_run(cfg=cfg, data=[data_dir], out=out, progress=progress)
+        result = train_run(cfg=cfg, data=[data_dir], out=out, cache=cache, progress=progress)
     t_train = time.perf_counter() - t0 - t_data
-    figures = evaluate_held_out(run=out, data=[data_dir])
+    figures = evaluate_held_out(run=out, data=[data_dir], out=report_dir, overwrite=True)
     figures["seconds_data"] = round(t_data, 1)
     figures["seconds_train"] = round(t_train, 1)
     figures["seconds_total"] = round(time.perf_counter() - t0, 1)

@@ -180,7 +180,9 @@ class OutputExistsError(FileExistsError):
         return f"{self.path}: {self.fault}"
 
 
-def read_marker(path: Path, fmt: str, *, max_bytes: int = _RECORD_MAX_BYTES) -> dict[str, Any] | None:
+def read_marker(
+    path: Path, fmt: str, *, max_bytes: int = _RECORD_MAX_BYTES
+) -> dict[str, Any] | None:
     """The JSON object of a marker file tumorscope wrote (``{"format": fmt, ...}``), or None.
 
     Returns:
@@ -227,7 +229,9 @@ class OutputFolder:
         self.root = Path(root)
         self.overwrite = overwrite
         if os.path.lexists(self.root) and not self.root.is_dir():
-            raise OutputExistsError(self.root, "exists and is not a folder; choose another output folder")
+            raise OutputExistsError(
+                self.root, "exists and is not a folder; choose another output folder"
+            )
         self.written()
 
     @property
@@ -255,8 +259,10 @@ class OutputFolder:
             OutputExistsError: The file exists and may not be replaced (see the class).
             ValueError: ``name`` is not a plain file name, or is the record's own name.
         """
-        if not name or name in (".", "..", OUTPUT_RECORD) or any(
-            sep and sep in name for sep in (os.sep, os.altsep, "\0")
+        if (
+            not name
+            or name in (".", "..", OUTPUT_RECORD)
+            or any(sep and sep in name for sep in (os.sep, os.altsep, "\0"))
         ):
             raise ValueError(f"{name!r}: not a plain output file name")
         path = self.root / name
@@ -266,7 +272,9 @@ class OutputFolder:
             raise OutputExistsError(path, f"exists and is not a plain file; {_NOT_REPLACED}")
         known = self.written().get(name)
         if known is None:
-            raise OutputExistsError(path, f"exists and was not written by tumorscope; {_NOT_REPLACED}")
+            raise OutputExistsError(
+                path, f"exists and was not written by tumorscope; {_NOT_REPLACED}"
+            )
         if sha256_file(path) != known:
             raise OutputExistsError(path, f"was changed after tumorscope wrote it; {_NOT_REPLACED}")
         if not self.overwrite:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -228,3 +229,26 @@ def test_worker_processes_build_the_same_cache(tmp_path: Path, make_brats: Facto
     assert one.caches == two.caches
     for f in ("images.npy", "masks.npy", "slices.csv"):
         assert (one.cache_dir(0) / f).read_bytes() == (two.cache_dir(0) / f).read_bytes()
+
+
+def test_a_folder_tumorscope_did_not_make_is_never_read_or_replaced(
+    roots: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    p = prepare([roots], small_cfg(), out)
+    marker = json.loads((out / "tumorscope-cache.json").read_text())
+    assert marker == {"format": "tumorscope-cache", "version": 1, "spec_hash": p.spec.hash()}
+    for name in ("prepared.json", "splits.json", "notes.txt"):
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / name).write_text('{"mine": true}')
+        where = mine / name if name != "notes.txt" else mine
+        with pytest.raises(DataError, match=re.escape(f"{where}: not written by tumorscope")):
+            prepare([roots], small_cfg(), mine)
+        assert sorted(f.name for f in mine.iterdir()) == [name]
+        assert (mine / name).read_text() == '{"mine": true}'
+    with pytest.raises(DataError, match=r"prepared\.json: not written by tumorscope"):
+        load_prepared(tmp_path / "mine-prepared.json", small_cfg())
+    (out / "tumorscope-cache.json").write_text('{"format": "other"}')
+    with pytest.raises(DataError, match="is not a tumorscope-cache marker"):
+        prepare([roots], small_cfg(), out)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from tumorscope.data.errors import VolumeTooLargeError
 from tumorscope.data.imagefolder import load_image
-from tumorscope.data.readers import read_image, read_nifti, write_like
+from tumorscope.data.images import read_image
+from tumorscope.data.readers import read_nifti, write_like
 
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
 

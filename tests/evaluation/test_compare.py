@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from tumorscope.evaluation.compare import Comparison, compare_runs
 from tumorscope.evaluation.evaluate import EvaluationError, evaluate_predictor, evaluate_run
 from tumorscope.evaluation.report import load_predictions
+from tumorscope.fileio import OutputExistsError
 from tumorscope.inference.predictor import Predictor
 
 N_BOOT = 20
@@ -115,3 +116,21 @@ def test_stages_are_evaluated_with_defaults(
     seen = {p for ids in run_splits.values() for p in ids}
     assert evaluated and all(p in run_splits["test"] or p not in seen for p in evaluated)
     assert len(result.tests) >= 1
+
+
+def test_outputs_never_replace_a_users_file(reports: tuple[Path, Path], tmp_path: Path) -> None:
+    good, broken = reports
+    out = tmp_path / "cmp"
+    compare_runs(runs=[good, broken], out=out, n_boot=N_BOOT)
+    first = (out / "compare.json").read_bytes()
+    with pytest.raises(OutputExistsError, match=r"compare\.json: exists .*pass --overwrite"):
+        compare_runs(runs=[good, broken], out=out, n_boot=N_BOOT)
+    compare_runs(runs=[good, broken], out=out, n_boot=N_BOOT, overwrite=True)
+    assert (out / "compare.json").read_bytes() == first
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "compare.md").write_text("# my comparison\n")
+    with pytest.raises(OutputExistsError, match="not written by tumorscope"):
+        compare_runs(runs=[good, broken], out=mine, n_boot=N_BOOT, overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == ["compare.md"]
+    assert (mine / "compare.md").read_text() == "# my comparison\n"

@@ -4,6 +4,7 @@ libraries, patient selection, degenerate data, and a deliberately broken (consta
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from tumorscope.evaluation.evaluate import (
     evaluate_predictor,
     evaluate_run,
 )
-from tumorscope.evaluation.report import PLOT_FILES, load_predictions
+from tumorscope.evaluation.report import PLOT_FILES, REPORT_FILES, load_predictions
 from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import censor_at, survival_section
+from tumorscope.fileio import OUTPUT_RECORD, OutputExistsError
 from tumorscope.inference.predictor import Predictor
 from tumorscope.metrics.segmentation import EMPTY_HD95_MM
 
@@ -306,3 +308,29 @@ def test_survival_section_against_scikit_survival() -> None:
     m = survival_section(held, cal, n_boot=5, seed=0)
     assert m["c_index"]["value"] is None and "no event" in m["c_index"]["reason"]
     assert m["ibs"]["value"] is None and "baseline" in m["ibs"]["reason"]
+
+
+def test_an_earlier_report_needs_overwrite_and_user_files_never_go(
+    report: EvaluationReport, tiny_run: Path, synth_brain: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "rep"
+    shutil.copytree(report.out, out)  # an earlier report, with its record
+    before = _snapshot(out)
+    with pytest.raises(OutputExistsError, match=r"metrics\.json: exists .*pass --overwrite"):
+        evaluate_run(run=tiny_run, data=[synth_brain], out=out, n_boot=N_BOOT)
+    assert _snapshot(out) == before
+    (out / "report.md").write_text("# my own notes\n")  # the user's now: never replaced
+    with pytest.raises(OutputExistsError, match=r"report\.md: was changed after"):
+        evaluate_run(run=tiny_run, data=[synth_brain], out=out, n_boot=N_BOOT, overwrite=True)
+    (out / "report.md").unlink()
+    evaluate_run(run=tiny_run, data=[synth_brain], out=out, n_boot=N_BOOT, overwrite=True)
+    assert set(json.loads((out / OUTPUT_RECORD).read_text())["files"]) == set(REPORT_FILES)
+    assert (out / "metrics.json").read_bytes() == (report.out / "metrics.json").read_bytes()
+
+
+def test_out_inside_a_data_folder_is_refused(
+    tiny_run: Path, synth_brain: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(EvaluationError, match="inside the data folder"):
+        evaluate_run(run=tiny_run, data=[synth_brain], out=synth_brain / "report")
+    assert not (synth_brain / "report").exists()

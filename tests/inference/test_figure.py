@@ -119,3 +119,19 @@ def test_image_outputs_and_truth_checks(tiny_run: Path, tmp_path: Path) -> None:
     )
     assert off == {"uncertainty": None, "gradcam": None}
     assert not (tmp_path / "off" / "slice_uncertainty.png").exists()
+
+
+def test_drawing_an_array_past_the_pixel_cap_is_refused_before_allocating(tmp_path: Path) -> None:
+    """Arrays reach the drawing code through the API too: the cap holds there as well."""
+    from tumorscope.data.errors import ImageTooLargeError
+    from tumorscope.data.limits import MAX_SIDE
+    from tumorscope.inference.figure import map_panels
+    from tumorscope.inference.overlay import save_overlay
+
+    # A broadcast view: MAX_SIDE + 1 columns of one row cost no memory until drawn.
+    wide = np.broadcast_to(np.zeros((1, 1), np.float32), (4, MAX_SIDE + 1))
+    with pytest.raises(ImageTooLargeError, match=r"overlay\.png"):
+        save_overlay(wide, None, tmp_path / "overlay.png", regions=["WT"], title="t")
+    with pytest.raises(ImageTooLargeError, match=r"maps\.png"):
+        map_panels(tmp_path / "maps.png", image=wide, maps={"m": wide}, title="t")
+    assert not list(tmp_path.iterdir())

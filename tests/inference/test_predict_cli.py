@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from tumorscope.cli import app
 from tumorscope.config import load_config
 from tumorscope.data.types import DataError
+from tumorscope.fileio import OUTPUT_RECORD, OutputExistsError
 from tumorscope.inference.cli import input_name, predict_inputs
 from tumorscope.inference.inputs import is_2d_input
 from tumorscope.inference.predictor import Predictor
@@ -190,3 +192,41 @@ def test_uncertainty_gradcam_and_figure_flags(
     assert np.isfinite(data).all() and (data >= 0).all()
     for suffix in ("_gradcam.png", "_figure.png"):
         assert (tmp_path / f"{case.name}{suffix}").stat().st_size > 10_000
+
+
+def test_rerun_into_its_own_folder_needs_overwrite_and_spares_user_files(
+    run: Path, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    notes = out / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("mine")
+    list(predict_inputs(run=run, inputs=[inputs["png"]], out=out))
+    record = json.loads((out / OUTPUT_RECORD).read_text())
+    assert set(record["files"]) == {"scan.json", "scan_overlay.png"}
+    first = (out / "scan.json").read_bytes()
+    with pytest.raises(OutputExistsError, match=r"scan\.json: exists .*pass --overwrite"):
+        list(predict_inputs(run=run, inputs=[inputs["png"]], out=out))
+    lines = list(predict_inputs(run=run, inputs=[inputs["png"]], out=out, overwrite=True))
+    assert len(lines) == 1 and (out / "scan.json").read_bytes() == first
+    (out / "scan_overlay.png").write_bytes(b"edited by the user")
+    with pytest.raises(OutputExistsError, match="changed after tumorscope wrote it"):
+        list(predict_inputs(run=run, inputs=[inputs["png"]], out=out, overwrite=True))
+    assert (out / "scan_overlay.png").read_bytes() == b"edited by the user"
+    assert notes.read_text() == "mine"
+
+
+def test_out_in_an_inputs_folder_is_refused_unless_allowed(
+    run: Path, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = Path(shutil.copy(inputs["png"], folder / "scan.png"))
+    before = image.read_bytes()
+    with pytest.raises(DataError, match=r"is the folder of the input .*scan\.png"):
+        list(predict_inputs(run=run, inputs=[image], out=folder))
+    with pytest.raises(DataError, match="is inside the input folder"):
+        list(predict_inputs(run=run, inputs=[folder], out=folder / "pred"))
+    assert sorted(p.name for p in folder.iterdir()) == ["scan.png"]
+    list(predict_inputs(run=run, inputs=[image], out=folder, allow_inside_input=True))
+    assert (folder / "scan.json").is_file() and image.read_bytes() == before

@@ -13,8 +13,10 @@ import pytest
 from safetensors.numpy import load_file
 
 from tumorscope.config import load_config
+from tumorscope.data.types import DataError
 from tumorscope.training.checkpoint import read_manifest
 from tumorscope.training.run import RunError, train_run
+from tumorscope.training.runfolder import run_problem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHAPE = (48, 56, 40)
@@ -124,3 +126,41 @@ def test_resume_after_sigkill_gives_identical_weights(tiny_data: Path, tmp_path:
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_default_cache_is_inside_the_run_and_marked(tiny_run: Path) -> None:
+    marker = json.loads((tiny_run / "cache" / "tumorscope-cache.json").read_text())
+    assert marker["format"] == "tumorscope-cache" and len(marker["spec_hash"]) > 0
+    assert (tiny_run / "cache" / "prepared.json").is_file()
+    record = json.loads((tiny_run / "tumorscope-outputs.json").read_text())
+    assert "config.yaml" in record["files"]
+    assert run_problem(tiny_run) is None
+
+
+def test_resume_refuses_a_folder_that_is_not_a_run(tiny_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("lr: 0.1\n")
+    (folder / "manifest.json").write_text('{"files": {}}')
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    with pytest.raises(RunError, match=r"not a tumorscope run \(no config\.yaml recorded"):
+        train_run(cfg=cfg, data=[tiny_data], out=folder, resume=True)
+    with pytest.raises(RunError, match="nothing to resume"):
+        train_run(cfg=cfg, data=[tiny_data], out=tmp_path / "absent", resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "manifest.json"]
+    assert (folder / "config.yaml").read_text() == "lr: 0.1\n"
+
+
+def test_a_users_cache_folder_is_refused_before_the_run_starts(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "mycache"
+    cache.mkdir()
+    (cache / "splits.json").write_text('{"train": ["p1"]}')
+    with pytest.raises(DataError, match=r"splits\.json: not written by tumorscope"):
+        train_run(
+            cfg=load_config(CONFIGS / "tiny.yaml"), data=[tiny_data], out=tmp_path / "run",
+            cache=cache,
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    assert sorted(p.name for p in cache.iterdir()) == ["splits.json"]

@@ -1,13 +1,18 @@
 """The config schema: one frozen dataclass per section of a config file.
 
 Each section checks its own ranges in ``validate``; :class:`Config.validate` adds the
-checks that span sections. Reading YAML into these classes lives in
-:mod:`tumorscope.config.loading`.
+checks that span sections and that every number is finite. Every numeric value has a fixed
+upper bound, the same on every machine (README, "Limits"), so that a config that validates
+cannot ask for a 10 TB array or a seed numpy refuses. Reading YAML into these classes lives
+in :mod:`tumorscope.config.loading`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,13 +29,70 @@ TASKS: tuple[str, ...] = ("segmentation", "tumour", "tumour_type", "survival")
 PARTS: tuple[str, ...] = typing.get_args(Part)
 
 
+# Longest message a ConfigError keeps: a value from a hostile file can be megabytes long.
+MAX_MESSAGE = 1000
+# Names that become folder or file names (stage names: ``RUN/stages/<name>``) or are
+# matched against them (channels, regions, layouts): no path separators, no leading dot.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_NAMES = 16  # channels, regions, layouts, stages
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+_REPR.maxlevel = 3
+
+
+def short(value: Any) -> str:
+    """A repr of ``value`` bounded in length and depth, for error messages."""
+    return _REPR.repr(value)
+
+
+def key_name(key: Any) -> str:
+    """A mapping key as it appears in an error's key path (``loss.task_weights.<key>``)."""
+    return key if isinstance(key, str) and len(key) <= 64 else short(key)
+
+
 class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type or out of range."""
+    """A config value is unknown, of the wrong type or out of range.
+
+    The message is clipped to :data:`MAX_MESSAGE` characters and kept on one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        message = " ".join(str(message).splitlines())
+        if len(message) > MAX_MESSAGE:
+            cut = len(message) - MAX_MESSAGE
+            message = f"{message[:MAX_MESSAGE]}... [+{cut} characters]"
+        super().__init__(message)
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {msg}")
+
+
+def _range(
+    key: str, value: float, lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = False
+) -> None:
+    """``value`` finite and in ``[lo, hi]`` (``(lo`` / ``hi)`` where open)."""
+    # an int is compared exactly: math.isfinite(10**400) would raise OverflowError
+    finite = isinstance(value, int) or math.isfinite(value)
+    inside = (lo < value if open_lo else lo <= value) and (value < hi if open_hi else value <= hi)
+    lo_s, hi_s = (str(x) if isinstance(x, int) else f"{x:g}" for x in (lo, hi))
+    span = f"{'(' if open_lo else '['}{lo_s}, {hi_s}{')' if open_hi else ']'}"
+    _check(finite and inside, key, f"{short(value)} not in {span}")
+
+
+def _names(key: str, names: tuple[str, ...], *, least: int = 0) -> None:
+    count = f"needs {least} to {MAX_NAMES} names, got {len(names)}"
+    _check(least <= len(names) <= MAX_NAMES, key, count)
+    for n in names:
+        _check(
+            NAME.fullmatch(n) is not None,
+            key,
+            f"{short(n)} is not a name (letters, digits, _ . -; at most 64; no leading dot)",
+        )
 
 
 @dataclass(frozen=True)
@@ -72,35 +134,34 @@ class DataConfig:
     max_voxels: int = 2**27
 
     def validate(self) -> None:
-        _check(len(self.channels) >= 1, "data.channels", "must name at least one channel")
-        _check(
-            8 <= self.image_size <= 1024, "data.image_size", f"{self.image_size} not in [8, 1024]"
-        )
+        _names("data.sources", self.sources)
+        _names("data.channels", self.channels, least=1)
+        _range("data.image_size", self.image_size, 8, 1024)
         lo, hi = self.clip_percentiles
         _check(
             0 <= lo < hi <= 100,
             "data.clip_percentiles",
             f"need 0 <= lo < hi <= 100, got {lo}, {hi}",
         )
-        _check(
-            0 <= self.tumour_slice_fraction <= 1, "data.tumour_slice_fraction", "must be in [0, 1]"
-        )
-        _check(self.slices_per_patient >= 1, "data.slices_per_patient", "must be >= 1")
-        _check(
-            0 <= self.min_foreground_fraction < 1,
-            "data.min_foreground_fraction",
-            "must be in [0, 1)",
-        )
-        _check(self.n_folds >= 2, "data.n_folds", "must be >= 2")
+        _range("data.tumour_slice_fraction", self.tumour_slice_fraction, 0, 1)
+        _range("data.slices_per_patient", self.slices_per_patient, 1, 4096)
+        _range("data.min_foreground_fraction", self.min_foreground_fraction, 0, 1, open_hi=True)
+        _range("data.n_folds", self.n_folds, 2, 100)
         _check(
             0 <= self.fold < self.n_folds,
             "data.fold",
             f"{self.fold} not in [0, n_folds={self.n_folds})",
         )
-        _check(0 <= self.test_fraction < 1, "data.test_fraction", "must be in [0, 1)")
-        _check(self.bag_patients >= 1, "data.bag_patients", "must be >= 1")
-        _check(self.bag_slices >= 1, "data.bag_slices", "must be >= 1")
-        _check(self.max_voxels >= 1, "data.max_voxels", "must be >= 1")
+        _range("data.test_fraction", self.test_fraction, 0, 1, open_hi=True)
+        _range("data.bag_patients", self.bag_patients, 1, 1024)
+        _range("data.bag_slices", self.bag_slices, 1, 1024)
+        _check(
+            self.bag_patients * self.bag_slices <= 1024,
+            "data.bag_patients",
+            f"bag_patients x bag_slices = {self.bag_patients * self.bag_slices} "
+            "slices per survival batch; at most 1024",
+        )
+        _range("data.max_voxels", self.max_voxels, 1, 2**30)
 
 
 @dataclass(frozen=True)
@@ -130,15 +191,26 @@ class ModelConfig:
     clinical_features: int = 0
 
     def validate(self) -> None:
-        _check(1 <= self.in_channels <= 16, "model.in_channels", "must be in [1, 16]")
-        _check(1 <= self.base_channels <= 256, "model.base_channels", "must be in [1, 256]")
-        _check(1 <= self.depth <= 6, "model.depth", "must be in [1, 6]")
-        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-        _check(len(self.regions) >= 1, "model.regions", "must name at least one region")
+        _range("model.in_channels", self.in_channels, 1, 16)
+        _range("model.base_channels", self.base_channels, 1, 128)
+        _range("model.depth", self.depth, 1, 6)
+        widest = self.base_channels * 2**self.depth
+        _check(
+            widest <= 2048,
+            "model.base_channels",
+            f"base_channels x 2**depth = {widest} channels at the deepest stage; at most 2048",
+        )
+        _range("model.dropout", self.dropout, 0, 1, open_hi=True)
+        _names("model.regions", self.regions, least=1)
         for h in self.heads:
-            _check(h in ("tumour", "tumour_type", "survival"), "model.heads", f"unknown head {h!r}")
-        _check(self.survival_dim >= 1, "model.survival_dim", "must be >= 1")
-        _check(self.clinical_features >= 0, "model.clinical_features", "must be >= 0")
+            _check(
+                h in ("tumour", "tumour_type", "survival"),
+                "model.heads",
+                f"unknown head {short(h)}",
+            )
+        _check(len(set(self.heads)) == len(self.heads), "model.heads", "a head is named twice")
+        _range("model.survival_dim", self.survival_dim, 1, 1024)
+        _range("model.clinical_features", self.clinical_features, 0, 1024)
 
 
 @dataclass(frozen=True)
@@ -174,12 +246,13 @@ class LossConfig:
 
     def validate(self) -> None:
         for k, v in self.task_weights.items():
-            _check(k in TASKS, f"loss.task_weights.{k}", f"unknown task; expected one of {TASKS}")
-            _check(v >= 0, f"loss.task_weights.{k}", "must be >= 0")
-        _check(self.tumour_pos_weight >= 0, "loss.tumour_pos_weight", "must be >= 0")
-        _check(self.focal_gamma >= 0, "loss.focal_gamma", "must be >= 0")
-        _check(0 <= self.tversky_alpha <= 1, "loss.tversky_alpha", "must be in [0, 1]")
-        _check(0 <= self.tversky_beta <= 1, "loss.tversky_beta", "must be in [0, 1]")
+            key = f"loss.task_weights.{key_name(k)}"
+            _check(k in TASKS, key, f"unknown task; expected one of {TASKS}")
+            _range(key, v, 0, 1000)
+        _range("loss.tumour_pos_weight", self.tumour_pos_weight, 0, 1000)
+        _range("loss.focal_gamma", self.focal_gamma, 0, 10)
+        _range("loss.tversky_alpha", self.tversky_alpha, 0, 1)
+        _range("loss.tversky_beta", self.tversky_beta, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -221,20 +294,22 @@ class StageConfig:
 
     def validate(self, key: str) -> None:
         _check(bool(self.name), f"{key}.name", "must not be empty")
+        _names(f"{key}.name", (self.name,))  # a folder name: RUN/stages/<name>
         _check(len(self.tasks) >= 1, f"{key}.tasks", "must name at least one task")
         for t in self.tasks:
-            _check(t in TASKS, f"{key}.tasks", f"unknown task {t!r}; expected one of {TASKS}")
+            _check(t in TASKS, f"{key}.tasks", f"unknown task {short(t)}; expected one of {TASKS}")
         for p in self.freeze:
-            _check(p in PARTS, f"{key}.freeze", f"unknown part {p!r}; expected one of {PARTS}")
-        _check(self.lr > 0, f"{key}.lr", "must be > 0")
-        _check(self.lr_encoder is None or self.lr_encoder > 0, f"{key}.lr_encoder", "must be > 0")
-        _check(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        _check(self.max_steps >= 1, f"{key}.max_steps", "must be >= 1")
-        _check(self.eval_every >= 1, f"{key}.eval_every", "must be >= 1")
-        _check(self.patience >= 0, f"{key}.patience", "must be >= 0")
-        _check(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0")
-        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
-        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+            _check(p in PARTS, f"{key}.freeze", f"unknown part {short(p)}; expected one of {PARTS}")
+        _range(f"{key}.lr", self.lr, 0, 10, open_lo=True)
+        if self.lr_encoder is not None:
+            _range(f"{key}.lr_encoder", self.lr_encoder, 0, 10, open_lo=True)
+        _range(f"{key}.batch_size", self.batch_size, 1, 1024)
+        _range(f"{key}.max_steps", self.max_steps, 1, 10**7)
+        _range(f"{key}.eval_every", self.eval_every, 1, 10**7)
+        _range(f"{key}.patience", self.patience, 0, 10**4)
+        _range(f"{key}.grad_clip", self.grad_clip, 0, 1e6)
+        _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
+        _range(f"{key}.warmup_steps", self.warmup_steps, 0, 10**7)
         if self.cohort_refit:
             _check(
                 tuple(self.tasks) == ("survival",), f"{key}.cohort_refit", "needs tasks: [survival]"
@@ -244,7 +319,7 @@ class StageConfig:
         _check(
             self.metric in metrics,
             f"{key}.metric",
-            f"{self.metric!r} is not one of {list(metrics)}",
+            f"{short(self.metric)} is not one of {list(metrics)}",
         )
 
 
@@ -269,12 +344,10 @@ class CalibrationConfig:
     ece_bins: int = 10
 
     def validate(self) -> None:
-        _check(
-            0 < self.target_sensitivity <= 1, "calibration.target_sensitivity", "must be in (0, 1]"
-        )
-        _check(0 <= self.gate_threshold <= 1, "calibration.gate_threshold", "must be in [0, 1]")
-        _check(0 < self.tau_quantile <= 1, "calibration.tau_quantile", "must be in (0, 1]")
-        _check(self.ece_bins >= 2, "calibration.ece_bins", "must be >= 2")
+        _range("calibration.target_sensitivity", self.target_sensitivity, 0, 1, open_lo=True)
+        _range("calibration.gate_threshold", self.gate_threshold, 0, 1)
+        _range("calibration.tau_quantile", self.tau_quantile, 0, 1, open_lo=True)
+        _range("calibration.ece_bins", self.ece_bins, 2, 1000)
 
 
 @dataclass(frozen=True)
@@ -300,10 +373,10 @@ class RuntimeConfig:
     checkpoint_every: int = 50
 
     def validate(self) -> None:
-        _check(self.seed >= 0, "runtime.seed", "must be >= 0")
-        _check(self.checkpoint_every >= 1, "runtime.checkpoint_every", "must be >= 1")
-        _check(self.threads >= 0, "runtime.threads", "must be >= 0")
-        _check(self.num_workers >= 0, "runtime.num_workers", "must be >= 0")
+        _range("runtime.seed", self.seed, 0, 2**32 - 1)  # numpy's legacy seeds are 32-bit
+        _range("runtime.checkpoint_every", self.checkpoint_every, 1, 10**7)
+        _range("runtime.threads", self.threads, 0, 1024)
+        _range("runtime.num_workers", self.num_workers, 0, 256)
 
 
 @dataclass(frozen=True)
@@ -319,6 +392,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
+        _check_finite(self, "")
         self.data.validate()
         self.model.validate()
         self.loss.validate()
@@ -329,14 +403,38 @@ class Config:
             "model.in_channels",
             f"{self.model.in_channels} does not match len(data.channels) = {len(self.data.channels)}",
         )
+        _check(
+            len(self.stages) <= MAX_NAMES,
+            "stages",
+            f"{len(self.stages)} stages; at most {MAX_NAMES}",
+        )
         names = [s.name for s in self.stages]
-        _check(len(names) == len(set(names)), "stages", f"stage names must be unique, got {names}")
+        _check(
+            len(names) == len(set(names)),
+            "stages",
+            f"stage names must be unique, got {short(names)}",
+        )
         for i, s in enumerate(self.stages):
             s.validate(f"stages[{i}]")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested mapping (tuples as lists), suitable for YAML/JSON."""
         return _to_plain(dataclasses.asdict(self))
+
+
+def _check_finite(obj: Any, key: str) -> None:
+    """Every float anywhere in ``obj`` is finite (``lr: .inf`` and ``.nan`` fail here)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _check_finite(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{key}.{key_name(k)}")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(obj, float):
+        _check(math.isfinite(obj), key, f"{obj} is not a finite number")
 
 
 def _to_plain(obj: Any) -> Any:

@@ -13,6 +13,10 @@ One cache folder per (source, files of that source, preprocessing spec) under
 A cache is built in a temporary folder and renamed into place, so an interrupted build is
 never reused; re-running with the same spec and files reuses it. ``OUT/splits.json`` and
 ``OUT/prepared.json`` describe the whole prepared data set (:func:`load_prepared`).
+
+``OUT/tumorscope-cache.json`` (format, version, spec hash) marks ``OUT`` as a cache folder
+tumorscope made. A folder without it is used only when absent or empty: any other (say one
+holding a user's own ``prepared.json`` or ``splits.json``) is never read or written.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from tumorscope.data.prepared import (
     CACHE_DIR,
     PREPARED_FILE,
     SLICE_COLUMNS,
+    SPLITS_FILE,
     PreparedData,
     assemble,
 )
@@ -52,12 +57,43 @@ from tumorscope.data.transforms import (
     preprocess_volume,
 )
 from tumorscope.data.types import Case, DataError, DatasetIndex, ImageItem
+from tumorscope.fileio import atomic_write_bytes, atomic_write_json, read_marker
 
 log = logging.getLogger(__name__)
 
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, message)`` called after each case or image."""
+
+CACHE_MARKER = "tumorscope-cache.json"
+_MARKER_FORMAT = "tumorscope-cache"
+
+
+def cache_marker(out: Path) -> dict[str, Any] | None:
+    """The marker of cache folder ``out``; None for an absent or empty folder.
+
+    Raises:
+        DataError: ``out`` is not a cache tumorscope made, naming the user's
+            ``prepared.json``/``splits.json`` (or the marker, or the folder).
+    """
+    never = "never read or replaced; name an empty or new cache folder"
+    try:
+        found = read_marker(out / CACHE_MARKER, _MARKER_FORMAT)
+    except ValueError as err:
+        raise DataError(out / CACHE_MARKER, f"{err}; the folder is {never}") from None
+    if found is None and os.path.lexists(out) and (not out.is_dir() or any(out.iterdir())):
+        user = next(
+            (out / n for n in (PREPARED_FILE, SPLITS_FILE) if os.path.lexists(out / n)), out
+        )
+        raise DataError(user, f"not written by tumorscope (no {CACHE_MARKER} in {out}); {never}")
+    return found
+
+
+def _mark(out: Path, spec: PreprocessSpec) -> None:
+    marker = {"format": _MARKER_FORMAT, "version": 1, "spec_hash": spec.hash()}
+    if cache_marker(out) != marker:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / CACHE_MARKER, marker)
 
 
 @dataclass(frozen=True)
@@ -329,9 +365,11 @@ def prepare(
         The :class:`PreparedData` (``built``/``reused`` list the cache folders).
 
     Raises:
-        DataError: A root is missing or nothing usable was found.
+        DataError: A root is missing, nothing usable was found, or ``out`` is not a cache
+            folder tumorscope made (:func:`cache_marker`; checked before anything is read).
     """
     out = Path(out)
+    cache_marker(out)
     spec = PreprocessSpec.from_config(cfg)
     index = discover([Path(r) for r in roots], max_voxels=cfg.data.max_voxels)
     problems = [str(p) for p in index.problems]
@@ -340,6 +378,7 @@ def prepare(
     groups = _groups(index, cfg, spec)
     if not groups:
         raise DataError(", ".join(str(r) for r in roots) or "<no roots>", "no usable data found")
+    _mark(out, spec)
     cache_root = out / CACHE_DIR
     cache_root.mkdir(parents=True, exist_ok=True)
     names, built, reused = [], [], []
@@ -378,9 +417,8 @@ def prepare(
         "problems": problems,
     }
     prepared = assemble(out, cfg, spec, names, state, write=True)
-    (out / PREPARED_FILE).write_text(
-        json.dumps(state | {"duplicates": prepared.duplicates}, indent=1)
-    )
+    text = json.dumps(state | {"duplicates": prepared.duplicates}, indent=1)
+    atomic_write_bytes(out / PREPARED_FILE, text.encode())
     prepared.built, prepared.reused = built, reused
     return prepared
 
@@ -389,12 +427,15 @@ def load_prepared(out: str | Path, cfg: Config) -> PreparedData:
     """Open what :func:`prepare` wrote in ``out`` (no rebuilding, no data folders needed).
 
     Raises:
-        DataError: ``out`` was not prepared, or with a different preprocessing spec.
+        DataError: ``out`` was not prepared, not by tumorscope, or with a different
+            preprocessing spec.
     """
     out = Path(out)
     path = out / PREPARED_FILE
     if not path.is_file():
         raise DataError(path, "not found; run `tumorscope data prepare` first")
+    if cache_marker(out) is None:
+        raise DataError(out / CACHE_MARKER, "not found; not a cache folder tumorscope made")
     state = json.loads(path.read_text())
     spec = PreprocessSpec.from_config(cfg)
     if PreprocessSpec.from_dict(state["spec"]).hash() != spec.hash():

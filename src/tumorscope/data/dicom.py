@@ -5,7 +5,10 @@ carry the ``DICM`` prefix; other files are ignored). Slices are sorted by
 ImagePositionPatient along the slice normal, RescaleSlope/Intercept are applied (HU for CT)
 and the volume is returned in canonical RAS orientation. Every per-file fault (empty, no
 preamble, truncated, pixel data shorter than declared) and every series fault (more than one
-series, missing or uneven slice spacing) names the files involved.
+series, missing or uneven slice spacing) names the files involved. The budgets of
+:mod:`tumorscope.data.limits` are checked from each header before any pixel is decoded:
+file size, ``Rows × Columns × frames``, one sample per pixel, and a RescaleSlope/Intercept
+that keeps every storable value inside float32.
 """
 
 from __future__ import annotations
@@ -25,15 +28,24 @@ from tumorscope.data.errors import (
     DicomPreambleError,
     DicomSeriesError,
     DimensionError,
-    EmptyFileError,
     HeaderError,
     SingularAffineError,
     SliceSpacingError,
     SpacingError,
     TruncatedFileError,
     VolumeTooLargeError,
+    VoxelTypeError,
 )
-from tumorscope.data.readers import DEFAULT_MAX_VOXELS, canonical_with_meta
+from tumorscope.data.limits import (
+    MAX_DECODED_BYTES,
+    check_scale,
+    check_value_range,
+    check_volume,
+    check_voxel_budget,
+    human_bytes,
+    to_float32,
+)
+from tumorscope.data.readers import DEFAULT_MAX_VOXELS, canonical_with_meta, check_file
 from tumorscope.data.types import DataError, ImageMeta
 
 logger = logging.getLogger(__name__)
@@ -48,15 +60,22 @@ _MODALITY_CHANNEL = {"CT": "ct", "PT": "pet"}
 def dicom_files(folder: str | Path) -> list[Path]:
     """Files of ``folder`` taken as DICOM: ``*.dcm`` plus suffix-less files with a ``DICM`` prefix."""
     out: list[Path] = []
-    for p in sorted(Path(folder).iterdir()):
+    try:  # a folder that cannot be listed is named by discovery's walk
+        listed = sorted(Path(folder).iterdir())
+    except OSError:
+        return out
+    for p in listed:
         if not p.is_file():
             continue
         if p.suffix.lower() == ".dcm":
             out.append(p)
         elif not p.suffix and p.stat().st_size >= 132:
-            with p.open("rb") as f:
-                if f.read(132)[128:] == b"DICM":
-                    out.append(p)
+            try:
+                with p.open("rb") as f:
+                    if f.read(132)[128:] == b"DICM":
+                        out.append(p)
+            except OSError:  # cannot be opened: named by discovery's walk
+                continue
     return out
 
 
@@ -73,13 +92,20 @@ def series_channel(folder: Path) -> str:
 
 
 def read_slice(path: Path) -> pydicom.Dataset:
-    """Read and check one DICOM file (preamble, truncation, pixel data length).
+    """Read and check one DICOM file (preamble, truncation, pixel data length, the budgets
+    and the rescale range), without decoding its pixels.
 
     Raises:
         DataError: A subclass naming the file and the fault.
     """
-    if path.stat().st_size == 0:
-        raise EmptyFileError(path, "file is empty (0 bytes)")
+    check_file(path)
+    size = path.stat().st_size
+    if size > MAX_DECODED_BYTES:
+        raise VolumeTooLargeError(
+            path,
+            f"file holds {human_bytes(size)}, above the budget of "
+            f"{human_bytes(MAX_DECODED_BYTES)} one slice may take",
+        )
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
@@ -107,23 +133,62 @@ def read_slice(path: Path) -> pydicom.Dataset:
     missing = [k for k in ("Rows", "Columns", "BitsAllocated") if k not in ds]
     if missing:
         raise HeaderError(path, f"image attributes missing: {', '.join(missing)}")
+    try:
+        rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1))
+    except (TypeError, ValueError) as e:
+        raise HeaderError(path, f"invalid image attributes ({e})") from None
+    if samples != 1:
+        raise VoxelTypeError(
+            path, f"{samples} samples per pixel (colour); a series slice must be greyscale"
+        )
+    check_volume(path, (cols, rows, frames), itemsize=max(1, bits // 8))
+    _check_rescale(path, ds)
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is not None and not syntax.is_compressed:
-        try:
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            samples = int(ds.get("SamplesPerPixel", 1))
-            declared = (
-                int(ds.Rows) * int(ds.Columns) * samples * frames * int(ds.BitsAllocated) // 8
-            )
-        except (TypeError, ValueError) as e:
-            raise HeaderError(path, f"invalid image attributes ({e})") from None
+        declared = rows * cols * samples * frames * bits // 8
         have = len(ds.PixelData)
         if have < declared:
             raise DicomPixelDataError(
                 path, f"pixel data holds {have} bytes, Rows×Columns×bits declare {declared} bytes"
             )
     return ds
+
+
+def _rescale(path: Path, ds: Any) -> tuple[float, float]:
+    """``(RescaleSlope, RescaleIntercept)``, ``(1, 0)`` where absent.
+
+    Raises:
+        HeaderError: A value that is not one number.
+    """
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0))
+        inter = float(ds.get("RescaleIntercept", 0.0))
+    except (TypeError, ValueError) as e:
+        raise HeaderError(path, f"RescaleSlope/RescaleIntercept is not a number ({e})") from None
+    return slope, inter
+
+
+def _check_rescale(path: Path, ds: Any) -> None:
+    """Refuse a rescale that is non-finite or takes storable values beyond float32."""
+    slope, inter = _rescale(path, ds)
+    check_scale(path, slope, inter, ("RescaleSlope", "RescaleIntercept"))
+    try:
+        stored = int(ds.get("BitsStored", ds.BitsAllocated))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+    except (TypeError, ValueError) as e:
+        raise HeaderError(path, f"invalid BitsStored/PixelRepresentation ({e})") from None
+    stored = min(max(stored, 1), 64)
+    lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
+    ends = sorted((lo * slope + inter, hi * slope + inter))
+    check_value_range(
+        path,
+        ends[0],
+        ends[1],
+        f"for {stored}-bit pixels after RescaleSlope {slope:g} and RescaleIntercept {inter:g}",
+    )
 
 
 def check_series(
@@ -161,12 +226,10 @@ def check_series(
     if bad_geometry:
         return [], bad_geometry
     n_vox = sum(int(ds.Rows) * int(ds.Columns) for _, ds in read)
-    if n_vox > max_voxels:
-        return [], [
-            VolumeTooLargeError(
-                folder, f"series declares {n_vox} voxels, above the cap of {max_voxels}"
-            )
-        ]
+    try:
+        check_voxel_budget(folder, n_vox, max_voxels=max_voxels, what="series declares")
+    except VolumeTooLargeError as e:
+        return [], [e]
     shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in read}
     if len(shapes) > 1:
         return [], [
@@ -251,6 +314,17 @@ def _spacing_fault(zs: list[tuple[float, Path]], first: Any) -> str | None:
     return None
 
 
+def _rescaled(path: Path, pixels: np.ndarray, ds: Any) -> np.ndarray:
+    """A slice's pixels in float32 after its rescale (HU for CT), the range checked."""
+    if "ModalityLUTSequence" in ds:  # a lookup table instead of slope/intercept: pydicom's
+        return to_float32(
+            np.asarray(apply_rescale(pixels, ds)), path, what="after the Modality LUT"
+        )
+    slope, inter = _rescale(path, ds)
+    what = f"after RescaleSlope {slope:g} and RescaleIntercept {inter:g}"
+    return to_float32(pixels, path, slope=slope, inter=inter, what=what)
+
+
 def slice_gap(slices: list[tuple[Path, pydicom.Dataset]]) -> float:
     """Slice spacing in mm along the normal (SliceThickness for a single slice)."""
     if len(slices) == 1:
@@ -300,7 +374,7 @@ def read_dicom_series(
                 p, f"expected a greyscale slice, got pixel array of shape {pixels.shape}"
             )
         # (rows, cols) → (cols, rows): first array axis follows the row direction cosine.
-        planes.append(np.asarray(apply_rescale(pixels, ds), dtype=np.float32).T)
+        planes.append(_rescaled(p, pixels, ds).T)
     volume = np.stack(planes, axis=-1)
     first = slices[0][1]
     iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)

@@ -14,6 +14,7 @@ from tumorscope.data.types import DataError
 __all__ = [
     "CSVFormatError",
     "CaseLayoutError",
+    "ClinicalValueError",
     "DataError",
     "DatasetJsonError",
     "DecompressionBombError",
@@ -26,6 +27,7 @@ __all__ = [
     "ExtensionMismatchError",
     "GeometryMismatchError",
     "HeaderError",
+    "ImageTooLargeError",
     "LabelValueError",
     "LayoutNotFoundError",
     "MissingChannelError",
@@ -40,7 +42,10 @@ __all__ = [
     "SpacingError",
     "SurvivalValueError",
     "TruncatedFileError",
+    "UnreadableFileError",
+    "ValueRangeError",
     "VolumeTooLargeError",
+    "VoxelTypeError",
 ]
 
 
@@ -76,7 +81,21 @@ class HeaderError(_Fault):
 
 
 class VolumeTooLargeError(_Fault):
-    """The header declares more voxels than the configured cap (checked before decompressing)."""
+    """The header declares more voxels, a longer side or more decoded bytes than the caps of
+    :mod:`tumorscope.data.limits` allow (checked before decompressing)."""
+
+
+class ImageTooLargeError(_Fault):
+    """A 2D image declares more pixels or a longer side than :mod:`tumorscope.data.limits`
+    allows (checked from its header, before decoding)."""
+
+
+class VoxelTypeError(_Fault):
+    """Voxels are stored as a type that is not one intensity per voxel (RGB, complex, ...)."""
+
+
+class ValueRangeError(_Fault):
+    """A scale factor is non-finite, or values after scaling leave the float32 range."""
 
 
 class NonFiniteVoxelError(_Fault):
@@ -136,7 +155,11 @@ class SliceSpacingError(_Fault):
 
 
 class SurvivalValueError(_Fault):
-    """A survival time or event is non-numeric, negative or non-finite."""
+    """A survival time or event is non-numeric, negative, non-finite or beyond the bound."""
+
+
+class ClinicalValueError(_Fault):
+    """A clinical covariate (age, ...) is non-finite or outside its plausible range."""
 
 
 class DuplicatePatientError(_Fault):
@@ -162,6 +185,11 @@ class LayoutNotFoundError(_Fault):
 
 class CaseLayoutError(_Fault):
     """A case folder's files do not follow its layout (two files for one channel, mixed naming)."""
+
+
+class UnreadableFileError(_Fault):
+    """A path cannot be read as what its name says: a dangling link, a FIFO or device, a
+    folder named like a file, or a file or folder that cannot be opened or listed."""
 
 
 class ReadError(_Fault):

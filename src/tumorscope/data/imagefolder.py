@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from tumorscope.data.errors import DuplicatePatientError
-from tumorscope.data.readers import IMAGE_SUFFIXES, read_image
+from tumorscope.data.images import read_image
+from tumorscope.data.readers import IMAGE_SUFFIXES
 from tumorscope.data.types import TUMOUR_TYPES, DataError, ImageItem, ImageMeta
 
 logger = logging.getLogger(__name__)
@@ -35,12 +36,12 @@ def _subdirs(folder: Path) -> dict[str, Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = [
-        p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    skipped = [
-        p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
-    ]
+    try:  # a folder that cannot be listed is named by discovery's walk
+        listed = [p for p in sorted(folder.iterdir()) if p.is_file()]
+    except OSError:
+        return []
+    files = [p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p.name for p in listed if p.suffix.lower() not in IMAGE_SUFFIXES]
     if skipped:
         logger.debug("%s: ignoring %d non-image files", folder, len(skipped))
     return files

@@ -27,8 +27,10 @@ from tumorscope.data.layout import (
     subdirs,
 )
 from tumorscope.data.layouts import LAYOUTS, get_layout
+from tumorscope.data.limits import check_case_bytes
 from tumorscope.data.readers import DEFAULT_MAX_VOXELS, read_nifti
 from tumorscope.data.types import TUMOUR_TYPES, Case, DataError, DatasetIndex, ImageItem, ImageMeta
+from tumorscope.text import printable
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +87,11 @@ class InspectReport:
     problems: list[DataError] = field(default_factory=list)
 
     def render(self) -> str:
-        """Plain-text, human-readable report (problems one per line as ``PATH: fault``)."""
+        """Plain-text, human-readable report (problems one per line as ``PATH: fault``).
+
+        Each line is :func:`~tumorscope.text.printable`: a newline, ESC or CR inside a path,
+        a label or a fault is escaped, so it can neither forge a line nor drive the terminal.
+        """
         lines = [f"data folder: {self.root}"]
         if not self.layouts:
             lines.append(f"no known layout found: {self.reason_none}")
@@ -112,7 +118,7 @@ class InspectReport:
                 lines.append(f"  intensity {ch}: {lo:g} .. {hi:g}")
         lines.append(f"problems: {len(self.problems)}")
         lines.extend(str(p) for p in self.problems)
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
 
 
 def explain_no_layout(root: str | Path) -> str:
@@ -220,10 +226,12 @@ def validate_dataset(
 ) -> list[DataError]:
     """Open every file under ``roots`` and return every problem found (never raises for data).
 
-    Checks discovery problems (CSV rows, duplicates, headers, missing channels), then every
-    volume in full (NaN/Inf, truncation), mask labels, and shape/spacing/affine agreement of
-    each case's files, every image (bombs, truncation, wrong extension) and every DICOM series.
-    Nothing is written.
+    Checks discovery problems (CSV rows and value ranges, duplicates, headers, stored types,
+    budgets, missing channels, every unreadable entry, every layout of each root), then every
+    volume in full with the loaders' own readers (NaN/Inf and the float32 range after
+    scaling, truncation), mask labels, shape/spacing/affine agreement and the decoded size
+    of each case, every image (size and aspect from its header, bombs, truncation, wrong
+    extension) and every DICOM series. Nothing is written.
 
     Args:
         roots: Data folders.
@@ -292,6 +300,11 @@ def _validate_case(case: Case, max_voxels: int) -> list[DataError]:
     )
     if ref_key is None:
         return problems
+    try:  # the budget load_case checks, for every channel the case has
+        shape, name = metas[ref_key].shape, f"case {case.patient_id}"
+        check_case_bytes(case_folder(case), len(case.channels), shape, name=name)
+    except DataError as e:
+        problems.append(e)
     for key, meta in metas.items():
         if key == ref_key or key in layout.resampled_channels:
             continue  # resampled onto the reference grid by design (HECKTOR's PET)

@@ -2,10 +2,12 @@
 
 A data folder may be a dataset root or a folder up to two levels above one; every layout
 of :data:`~tumorscope.data.layouts.LAYOUTS` found under it is read (BraTS, Kaggle, HECKTOR,
-DICOM, MSD and nnU-Net roots can sit side by side). Discovery is cheap: file names, CSV
-rows and NIfTI headers. :func:`load_case` reads voxels, checks that channels and mask share
-one grid, and :func:`region_masks` turns raw labels into binary region masks through the
-case's label convention.
+DICOM, MSD and nnU-Net roots can sit side by side, even in one folder). Discovery is cheap:
+file names, CSV rows and NIfTI headers; every entry that cannot be read is named on its own
+(:mod:`tumorscope.data.walk`), and a layout that fails to list never hides the others.
+:func:`load_case` reads voxels within the byte budget of :mod:`tumorscope.data.limits`,
+checks that channels and mask share one grid, and :func:`region_masks` turns raw labels
+into binary region masks through the case's label convention.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from tumorscope.data.errors import (
     MissingChannelError,
     MissingFileError,
     SurvivalValueError,
+    UnreadableFileError,
 )
 from tumorscope.data.layouts import LAYOUTS, Layout, get_layout, layout_labels
 from tumorscope.data.layouts.base import subdirs
+from tumorscope.data.limits import check_case_bytes
 from tumorscope.data.readers import DEFAULT_MAX_VOXELS, read_nifti
 from tumorscope.data.tables import read_csv_table
 from tumorscope.data.types import (
@@ -39,17 +43,26 @@ from tumorscope.data.types import (
     LoadedCase,
     RegionLabels,
 )
+from tumorscope.data.walk import unreadable_entries
 
 logger = logging.getLogger(__name__)
 
 MAX_DEPTH = 2
+#: Levels below a layout root that hold its files (Kaggle 4-class: ``Training/glioma/x.jpg``).
+LAYOUT_DEPTH = 3
 TRUE_RISK_FILE = "true_risk.csv"
 #: Geometry tolerance (mm for spacing/origin, unitless for direction), as nnU-Net's check.
 GEOMETRY_TOL = 1e-3
 
 
-def find_layouts(root: str | Path) -> list[tuple[str, Path]]:
+def find_layouts(
+    root: str | Path, problems: list[DataError] | None = None
+) -> list[tuple[str, Path]]:
     """Find dataset roots at ``root`` or up to two levels below it.
+
+    Every layout is asked of every folder, so one folder may be the root of several (a BraTS
+    case folder beside ``yes/`` and ``no/``). A layout whose test fails on an unreadable
+    entry is recorded in ``problems`` (when given) and the search goes on.
 
     Returns:
         ``(layout name, dataset root)`` pairs in search order; empty if nothing matched.
@@ -61,9 +74,13 @@ def find_layouts(root: str | Path) -> list[tuple[str, Path]]:
         for folder in frontier:
             claimed: set[Path] = set()
             for layout in LAYOUTS.values():
-                if layout.detect(folder):
-                    found.append((layout.name, folder))
-                    claimed |= layout.claimed(folder)
+                try:
+                    if layout.detect(folder):
+                        found.append((layout.name, folder))
+                        claimed |= layout.claimed(folder)
+                except OSError as e:
+                    if problems is not None:
+                        problems.append(_unreadable(folder, layout.name, e))
             if depth < MAX_DEPTH:
                 nxt.extend(p for p in subdirs(folder) if p not in claimed)
         frontier = nxt
@@ -113,10 +130,11 @@ def read_true_risk(path: Path) -> tuple[dict[str, float], list[DataError]]:
 def discover(roots: Sequence[str | Path], *, max_voxels: int = DEFAULT_MAX_VOXELS) -> DatasetIndex:
     """Discover every layout under ``roots`` without loading voxels.
 
-    Per-file faults (bad headers, bad CSV rows, duplicate patients) go to
-    ``index.problems``; cases whose NIfTI headers fail are left out of ``index.cases``.
-    ``index.layouts`` maps each layout name to its (first) root; further roots of the same
-    layout are keyed ``"name#2"``, ``"name#3"``…
+    Per-file faults (bad headers, bad CSV rows, duplicate patients, entries that cannot be
+    read) go to ``index.problems``, each on its own; cases whose NIfTI headers fail are left
+    out of ``index.cases``. ``index.layouts`` maps each layout name to its (first) root;
+    further roots of the same layout are keyed ``"name#2"``, ``"name#3"``…; every layout at a
+    root is read, also where several share one folder.
 
     Args:
         roots: Data folders (dataset roots or up to two levels above).
@@ -135,18 +153,31 @@ def discover(roots: Sequence[str | Path], *, max_voxels: int = DEFAULT_MAX_VOXEL
                 "is a file, not a data folder" if root.exists() else "data folder does not exist"
             )
             raise MissingFileError(root, fault)
+    seen: set[tuple[str, Path]] = set()
     for root in index.roots:
-        for name, layout_root in find_layouts(root):
-            if layout_root in index.layouts.values():
+        index.problems.extend(unreadable_entries(root, depth=MAX_DEPTH + LAYOUT_DEPTH))
+        for name, layout_root in find_layouts(root, index.problems):
+            if (name, layout_root) in seen:  # overlapping roots name one dataset twice
                 continue
+            seen.add((name, layout_root))
             key, k = name, 1
             while key in index.layouts:
                 k += 1
                 key = f"{name}#{k}"
             index.layouts[key] = layout_root
-            _discover_one(index, key, get_layout(name), layout_root, max_voxels)
+            try:
+                _discover_one(index, key, get_layout(name), layout_root, max_voxels)
+            except OSError as e:  # an entry vanished or cannot be read: this layout only
+                index.problems.append(_unreadable(layout_root, name, e))
     _check_duplicates(index)
     return index
+
+
+def _unreadable(folder: Path, layout: str, err: OSError) -> DataError:
+    where = Path(err.filename) if err.filename else folder
+    return UnreadableFileError(
+        where, f"cannot be read while listing the {layout} dataset ({err.strerror or err})"
+    )
 
 
 def _discover_one(
@@ -222,6 +253,8 @@ def load_case(
         MissingChannelError: A channel is absent and ``missing="error"`` (names folder and channel).
         GeometryMismatchError: Channels or mask disagree in shape/spacing/affine (names both files).
         LabelValueError: The mask holds labels outside the layout's set.
+        VolumeTooLargeError: The channels asked for decode to more than
+            :data:`~tumorscope.data.limits.MAX_DECODED_BYTES` (checked before they are read).
         DataError: Any reader fault.
     """
     if missing not in ("error", "zero_fill"):
@@ -233,8 +266,6 @@ def load_case(
             f"case {case.patient_id} has no {', '.join(absent)} channel (has {sorted(case.channels)})",
         )
     layout = get_layout(case.source)
-    arrays: dict[str, np.ndarray] = {}
-    metas: dict[str, ImageMeta] = {}
     ref_name = (
         layout.reference_channel
         if layout.reference_channel in case.channels
@@ -242,28 +273,40 @@ def load_case(
     )
     if ref_name is None and case.channels:
         ref_name = next(iter(case.channels))
-    wanted = [c for c in channels if c in case.channels]
-    for ch in ([ref_name] if ref_name and ref_name not in wanted else []) + wanted:
-        arrays[ch], metas[ch] = layout.read_channel(case, ch, max_voxels=max_voxels)
+    ref_arr: np.ndarray | None = None
+    ref: ImageMeta | None = None
+    if ref_name is not None:
+        ref_arr, ref = layout.read_channel(case, ref_name, max_voxels=max_voxels)
     mask_arr: np.ndarray | None = None
     mask_meta: ImageMeta | None = None
     if with_mask and case.mask is not None:
         raw, mask_meta = read_nifti(case.mask, max_voxels=max_voxels)
         mask_arr = check_mask_labels(raw, case)
-    ref = metas[ref_name] if ref_name else mask_meta
+        del raw
+    ref = ref if ref is not None else mask_meta
     if ref is None:
         raise MissingChannelError(case_folder(case), f"case {case.patient_id} has no image files")
-    for ch in wanted:
-        if ch in layout.resampled_channels and not same_grid(metas[ch], ref):
-            arrays[ch] = resample_to(arrays[ch], metas[ch], ref)
-            continue
-        check_same_grid(metas[ch], ref)
-    if mask_meta is not None:
-        check_same_grid(mask_meta, ref)
+    # The whole case must fit the budget before its array is allocated or a channel beyond
+    # the reference is read; channels are then placed one at a time (peak: image + one).
+    check_case_bytes(case_folder(case), len(channels), ref.shape, name=f"case {case.patient_id}")
     image = np.zeros((len(channels), *ref.shape), dtype=np.float32)
     for i, ch in enumerate(channels):
-        if ch in arrays:
-            image[i] = arrays[ch]
+        if ch not in case.channels:
+            continue
+        arr, meta = (
+            (ref_arr, ref)
+            if ch == ref_name and ref_arr is not None
+            else layout.read_channel(case, ch, max_voxels=max_voxels)
+        )
+        if ch in layout.resampled_channels and not same_grid(meta, ref):
+            arr = resample_to(arr, meta, ref)
+        else:
+            check_same_grid(meta, ref)
+        image[i] = arr
+        del arr
+    del ref_arr
+    if mask_meta is not None:
+        check_same_grid(mask_meta, ref)
     present = tuple(ch in case.channels for ch in channels)
     return LoadedCase(
         image=image, mask=mask_arr, meta=ref, channel_present=present, labels=case.labels

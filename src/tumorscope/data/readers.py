@@ -1,11 +1,12 @@
-"""File readers that validate at the boundary: NIfTI volumes and PNG/JPEG images.
+"""NIfTI readers that validate at the boundary, and the format sniffing every reader shares.
 
 NIfTI files are checked from their header *before* any voxel is decompressed (a 1 MB
-``.nii.gz`` can declare gigabytes), read through nibabel and reoriented to the closest
-canonical (RAS+) orientation; a 4-D file with channels on its last axis (MSD images) is read
-one channel at a time. :func:`write_like` writes an array back in the file's stored
-geometry. CSV tables are read by :mod:`tumorscope.data.tables`. PNG/JPEG files are sniffed by their magic bytes and decoded by Pillow with its
-decompression-bomb limit kept on (its warning is treated as an error too).
+``.nii.gz`` can declare gigabytes): stored type, shape, decoded bytes and scale factors
+against :mod:`tumorscope.data.limits`. Voxels are read through nibabel unscaled, scaled to
+float32 here with the range checked, and reoriented to the closest canonical (RAS+)
+orientation; a 4-D file with channels on its last axis (MSD images) is read one channel at a
+time. :func:`write_like` writes an array back in the file's stored geometry. PNG/JPEG
+images are read by :mod:`tumorscope.data.images`, CSV tables by :mod:`tumorscope.data.tables`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import gzip
 import io
 import logging
 import math
-import warnings
 import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.affines import voxel_sizes
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.orientations import (
     aff2axcodes,
     apply_orientation,
@@ -30,32 +31,39 @@ from nibabel.orientations import (
     ornt_transform,
 )
 from nibabel.spatialimages import HeaderDataError
-from PIL import Image, UnidentifiedImageError
 
 from tumorscope.data.errors import (
-    DecompressionBombError,
     DimensionError,
     EmptyFileError,
     ExtensionMismatchError,
     HeaderError,
     MissingFileError,
-    NonFiniteVoxelError,
     NotGzipError,
-    NotImageError,
     NotNiftiError,
     ReadError,
     SingularAffineError,
     SpacingError,
     TruncatedFileError,
-    VolumeTooLargeError,
+    UnreadableFileError,
+)
+from tumorscope.data.limits import (
+    MAX_NIFTI_OFFSET,
+    MAX_VOXELS,
+    check_scale,
+    check_volume,
+    check_voxel_dtype,
+    to_float32,
 )
 from tumorscope.data.types import ImageMeta
+from tumorscope.data.walk import entry_fault
+from tumorscope.fileio import atomic_write_via
 
 logger = logging.getLogger(__name__)
 # nibabel's header checks log each fixable oddity; we raise on the real faults instead.
 _SILENT = logging.Logger("tumorscope.nifti-header-check", level=logging.CRITICAL + 1)
 
-DEFAULT_MAX_VOXELS = 2**27
+#: The voxel cap readers apply unless given a smaller one (:data:`~tumorscope.data.limits.MAX_VOXELS`).
+DEFAULT_MAX_VOXELS = MAX_VOXELS
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -98,7 +106,17 @@ def is_nifti_path(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
+    """Refuse a path that is not a non-empty regular file that can be opened.
+
+    Raises:
+        MissingFileError: Nothing is there.
+        UnreadableFileError: A dangling link, FIFO, device or folder, or no permission.
+        EmptyFileError: Zero bytes.
+    """
+    fault = entry_fault(path)
+    if fault is not None:
+        raise UnreadableFileError(path, fault)
     if not path.is_file():
         raise MissingFileError(path, "file does not exist")
     if path.stat().st_size == 0:
@@ -167,9 +185,14 @@ def read_nifti_header(
     return hdr
 
 
-def _checked_header(path: Path, max_voxels: int, *, four_d: bool) -> nib.Nifti1Header:
-    """The header of :func:`read_nifti_header`, 3-D or (with ``four_d``) ``(X, Y, Z, C)``."""
-    _check_file(path)
+def _checked_header(
+    path: Path, max_voxels: int, *, four_d: bool, planar: bool = False
+) -> nib.Nifti1Header:
+    """The header of :func:`read_nifti_header`, 3-D or (with ``four_d``) ``(X, Y, Z, C)``;
+    ``planar`` also takes a 2-D ``(X, Y)`` file. Checks the stored type, the vox_offset, the
+    geometry and decoded size (:func:`~tumorscope.data.limits.check_volume`) and the scale
+    factors, all before any voxel is read."""
+    check_file(path)
     head, compressed = _read_nifti_head(path)
     fmt = sniff_format(head)
     if fmt not in ("nifti1", "nifti2"):
@@ -195,9 +218,19 @@ def _checked_header(path: Path, max_voxels: int, *, four_d: bool) -> nib.Nifti1H
         affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
         dtype = hdr.get_data_dtype()
         offset = int(hdr.get_data_offset())
+        type_name = str(hdr.get_value_label("datatype"))
     except (HeaderDataError, ValueError, TypeError, KeyError, OverflowError) as e:
         raise HeaderError(path, f"NIfTI header cannot be parsed: {e}") from None
-    _check_geometry(path, shape, zooms, affine, max_voxels, four_d)
+    check_voxel_dtype(path, dtype, f"NIfTI {type_name}")
+    if offset > MAX_NIFTI_OFFSET:
+        raise HeaderError(
+            path, f"vox_offset {offset} puts the voxels after {MAX_NIFTI_OFFSET} bytes of header"
+        )
+    spatial = _spatial_shape(path, shape, four_d=four_d, planar=planar)
+    channels = shape[3] if four_d else 1
+    check_volume(path, spatial, channels=channels, itemsize=dtype.itemsize, max_voxels=max_voxels)
+    _check_geometry(path, zooms, affine)
+    _scaling(path, hdr)
     if not compressed:
         declared = offset + math.prod(shape) * dtype.itemsize
         size = path.stat().st_size
@@ -208,23 +241,21 @@ def _checked_header(path: Path, max_voxels: int, *, four_d: bool) -> nib.Nifti1H
     return hdr
 
 
-def _check_geometry(
-    path: Path,
-    shape: tuple[int, ...],
-    zooms: tuple[float, ...],
-    affine: np.ndarray,
-    max_voxels: int,
-    four_d: bool,
-) -> None:
-    spatial = _spatial_shape(path, shape, four_d=four_d)
-    if any(d <= 0 for d in spatial):
-        raise DimensionError(path, f"header declares an empty or negative shape {spatial}")
-    n = math.prod(spatial)
-    if n > max_voxels:
-        raise VolumeTooLargeError(
-            path,
-            f"header declares {'x'.join(map(str, spatial))} = {n} voxels, above the cap of {max_voxels}",
-        )
+def _scaling(path: Path, hdr: nib.Nifti1Header) -> tuple[float, float]:
+    """``(scl_slope, scl_inter)`` to apply; ``(1, 0)`` when the slope is unset (0, or NaN as
+    nibabel writes for unscaled data).
+
+    Raises:
+        ValueRangeError: An infinite slope, or a set slope with a non-finite intercept.
+    """
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if slope == 0 or math.isnan(slope):
+        return 1.0, 0.0
+    check_scale(path, slope, inter, ("scl_slope", "scl_inter"))
+    return slope, inter
+
+
+def _check_geometry(path: Path, zooms: tuple[float, ...], affine: np.ndarray) -> None:
     z = np.asarray(zooms[:3], dtype=np.float64)
     if not np.all(np.isfinite(z)) or np.any(z <= 0):
         raise SpacingError(
@@ -236,8 +267,13 @@ def _check_geometry(
         )
 
 
-def _spatial_shape(path: Path, shape: tuple[int, ...], *, four_d: bool = False) -> tuple[int, ...]:
-    """``(X, Y, Z)`` of a 3-D volume, or of an ``(X, Y, Z, C)`` file when ``four_d``."""
+def _spatial_shape(
+    path: Path, shape: tuple[int, ...], *, four_d: bool = False, planar: bool = False
+) -> tuple[int, ...]:
+    """``(X, Y, Z)`` of a 3-D volume, of an ``(X, Y, Z, C)`` file when ``four_d``, or of a
+    2-D ``(X, Y)`` file taken as ``(X, Y, 1)`` when ``planar``."""
+    if planar and len(shape) == 2:
+        return (*shape, 1)
     if four_d:
         if len(shape) == 4 or (len(shape) > 4 and all(d == 1 for d in shape[4:])):
             return shape[:3]
@@ -252,7 +288,11 @@ def _spatial_shape(path: Path, shape: tuple[int, ...], *, four_d: bool = False) 
 
 
 def read_nifti(
-    path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS, channel: int | None = None
+    path: str | Path,
+    *,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    channel: int | None = None,
+    planar: bool = False,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a 3D NIfTI volume in the closest canonical (RAS+) orientation.
 
@@ -260,26 +300,28 @@ def read_nifti(
         path: ``.nii`` or ``.nii.gz`` file.
         max_voxels: Largest voxel count accepted, checked from the header before decompressing.
         channel: Index along the 4th axis of an ``(X, Y, Z, C)`` file; None for a 3-D file.
+        planar: Also read a 2-D ``(X, Y)`` file, as ``(X, Y, 1)`` (one slice).
 
     Returns:
-        ``(array, meta)``: the ``(X, Y, Z)`` array as stored (scaled by the header's
-        slope/intercept when set, so float; else the stored dtype), reoriented to RAS+,
-        and its :class:`ImageMeta` (spacing in mm, canonical affine, stored geometry).
+        ``(array, meta)``: the ``(X, Y, Z)`` array reoriented to RAS+ — float32 when the
+        header's slope/intercept are set or the voxels are floats, else the stored integer
+        dtype — and its :class:`ImageMeta` (spacing in mm, canonical affine, stored geometry).
 
     Raises:
-        DataError: A subclass naming the file and the fault (see :mod:`tumorscope.data.errors`).
+        DataError: A subclass naming the file and the fault (see :mod:`tumorscope.data.errors`);
+            values that are NaN/Inf or leave the float32 range after scaling included.
     """
     path = Path(path)
-    hdr = _checked_header(path, max_voxels, four_d=channel is not None)
-    if channel is not None and not 0 <= channel < int(hdr.get_data_shape()[3]):
-        raise DimensionError(
-            path, f"no channel {channel}: the 4th axis holds {hdr.get_data_shape()[3]} channels"
-        )
+    hdr = _checked_header(path, max_voxels, four_d=channel is not None, planar=planar)
+    shape = tuple(int(d) for d in hdr.get_data_shape())
+    if channel is not None and not 0 <= channel < shape[3]:
+        raise DimensionError(path, f"no channel {channel}: the 4th axis holds {shape[3]} channels")
+    spec = (shape, hdr.get_data_dtype(), int(hdr.get_data_offset()), 1.0, 0.0)
     try:
-        img = nib.load(path)
-        proxy = img.dataobj  # type: ignore[attr-defined]
+        # Unscaled: the scale factors are applied below, in float32 with the range checked.
+        proxy = ArrayProxy(str(path), spec, mmap=False)
         # Slicing the proxy decodes one channel, not the whole 4-D file.
-        data = np.asanyarray(proxy if channel is None else proxy[:, :, :, channel])
+        raw = np.asanyarray(proxy if channel is None else proxy[:, :, :, channel])
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise TruncatedFileError(
             path, f"compressed voxel data is truncated or corrupt ({e})"
@@ -290,11 +332,14 @@ def read_nifti(
         raise HeaderError(path, f"NIfTI header cannot be parsed: {e}") from None
     except Exception as e:  # nibabel raises other types for exotic files; report, never crash
         raise ReadError(path, f"NIfTI cannot be read ({type(e).__name__}: {e})") from None
-    data = data.reshape(tuple(int(d) for d in hdr.get_data_shape()[:3]))
-    if data.dtype.kind in "fc":
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        if bad:
-            raise NonFiniteVoxelError(path, f"{bad} of {data.size} voxels are NaN or Inf")
+    raw = raw.reshape(_spatial_shape(path, shape, four_d=channel is not None, planar=planar))
+    slope, inter = _scaling(path, hdr)
+    data = raw
+    if slope != 1.0 or inter != 0.0 or raw.dtype.kind == "f":
+        scaled = (slope, inter) != (1.0, 0.0)
+        what = f"after scl_slope {slope:g} and scl_inter {inter:g}" if scaled else "as stored"
+        data = to_float32(raw, path, slope=slope, inter=inter, what=what)
+        del raw
     affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
     return canonical_with_meta(data, affine, path)
 
@@ -338,7 +383,7 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     out = Path(path)
-    nib.save(img, out)
+    atomic_write_via(out, lambda tmp: nib.save(img, tmp))  # never a partial file under `out`
     return out
 
 
@@ -364,64 +409,3 @@ def write_like(array: np.ndarray, meta: ImageMeta, path: str | Path) -> Path:
     back_ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
     stored = np.ascontiguousarray(apply_orientation(array, back_ornt))
     return save_nifti(stored, affine, path)
-
-
-def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
-    """Read a PNG/JPEG image as ``(H, W)`` float32 greyscale, values as stored.
-
-    RGB(A) and palette images are converted by luminance (ITU-R 601-2, Pillow's ``"L"``);
-    16-bit greyscale keeps its range. Pillow's decompression-bomb limit stays on and its
-    warning (more than ``Image.MAX_IMAGE_PIXELS``) is an error too.
-
-    Args:
-        path: ``.png``, ``.jpg`` or ``.jpeg`` file.
-
-    Returns:
-        ``(array, meta)`` with ``meta.spacing == (1.0, 1.0)`` and an identity affine.
-
-    Raises:
-        DataError: A subclass naming the file and the fault.
-    """
-    path = Path(path)
-    _check_file(path)
-    with path.open("rb") as f:
-        head = f.read(_NIFTI2_HEADER_BYTES)
-    fmt = sniff_format(head)
-    ext = path.suffix.lower()
-    expected = "png" if ext == ".png" else "jpeg"
-    if fmt != expected:
-        if fmt is not None:
-            raise ExtensionMismatchError(
-                path, f"content is {fmt.upper()} but the extension is {path.suffix}"
-            )
-        raise NotImageError(
-            path, f"not a {expected.upper()} image (unrecognised leading bytes {head[:8].hex()})"
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                arr = _to_grey(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DecompressionBombError(path, f"decompression bomb refused: {e}") from None
-    except UnidentifiedImageError:
-        raise NotImageError(path, f"Pillow cannot identify the {expected.upper()} image") from None
-    except (OSError, SyntaxError, EOFError, ValueError) as e:
-        raise TruncatedFileError(path, f"image data is truncated or corrupt ({e})") from None
-    except Exception as e:  # Pillow plugins raise other types on odd files; report, never crash
-        raise ReadError(path, f"image cannot be decoded ({type(e).__name__}: {e})") from None
-    meta = ImageMeta(
-        path=path,
-        shape=(int(arr.shape[0]), int(arr.shape[1])),
-        spacing=(1.0, 1.0),
-        affine=np.eye(4),
-        original_shape=(int(arr.shape[0]), int(arr.shape[1])),
-    )
-    return arr, meta
-
-
-def _to_grey(im: Image.Image) -> np.ndarray:
-    if im.mode in ("L", "I", "F", "I;16", "I;16B", "I;16L"):
-        return np.asarray(im, dtype=np.float32)
-    return np.asarray(im.convert("L"), dtype=np.float32)

@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from tumorscope.data.errors import CSVFormatError, EmptyFileError
+from tumorscope.data.limits import MAX_ROWS, MAX_TABLE_BYTES, check_file_size
 from tumorscope.data.types import DataError
 
 
@@ -21,15 +22,21 @@ def read_csv_table(
     """Read a small CSV file into rows, checking the header.
 
     Args:
-        path: CSV file (UTF-8, with or without BOM).
+        path: CSV file (UTF-8, with or without BOM), at most
+            :data:`~tumorscope.data.limits.MAX_TABLE_BYTES` and
+            :data:`~tumorscope.data.limits.MAX_ROWS` data rows.
         required: Columns that must be present (exact names).
 
     Returns:
         ``(rows, problems)``: ``(line_number, {column: stripped text})`` per data row; no rows
-        if the file is empty, undecodable or lacks a required column (reported in problems).
+        if the file is too large, empty, undecodable or lacks a required column (reported in
+        problems).
     """
     path = Path(path)
     try:
+        too_large = check_file_size(path, MAX_TABLE_BYTES, "CSV file")
+        if too_large:
+            return [], [CSVFormatError(path, too_large)]
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         return [], [CSVFormatError(path, f"CSV file cannot be read as UTF-8 text ({e})")]
@@ -48,6 +55,8 @@ def read_csv_table(
         for cells in reader:
             if not any(c.strip() for c in cells):
                 continue
+            if len(rows) >= MAX_ROWS:
+                return [], [CSVFormatError(path, f"more than {MAX_ROWS} data rows")]
             if len(cells) > len(header):
                 problems.append(
                     CSVFormatError(

@@ -12,6 +12,10 @@ image ids) both evaluated:
   independent case, so with many slices per patient its p is optimistic; the table shows
   both and the patient-bootstrap p is the one to trust for slice-level AUCs.
 - C-index: paired patient bootstrap of ``C(B) − C(A)``.
+
+``compare.md``, ``compare.json`` and the reports of run folders (``out/reports/<name>/``)
+are written through :class:`~tumorscope.fileio.OutputFolder`: never over a file tumorscope
+did not write, and over an earlier comparison only with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from scipy.stats import wilcoxon
 
 from tumorscope.evaluation.evaluate import EvaluationError, evaluate_run
 from tumorscope.evaluation.report import PREDICTIONS_FILE, format_figure, load_predictions
-from tumorscope.fileio import atomic_write_bytes, atomic_write_json
+from tumorscope.fileio import OutputFolder
 from tumorscope.metrics.classification import roc_auc
 from tumorscope.metrics.delong import delong_test
 from tumorscope.metrics.stats import PairedBootstrap, non_inferiority, paired_bootstrap
@@ -233,7 +237,13 @@ def _names(folders: Sequence[Path]) -> list[str]:
 
 
 def _resolve(
-    folder: Path, name: str, out: Path, data: Sequence[Path] | None, split: str, n_boot: int
+    folder: Path,
+    name: str,
+    out: Path,
+    data: Sequence[Path] | None,
+    split: str,
+    n_boot: int,
+    overwrite: bool,
 ) -> Path:
     if (folder / PREDICTIONS_FILE).is_file():
         return folder
@@ -243,7 +253,10 @@ def _resolve(
                 folder, "is a run folder; evaluate it first or pass data to evaluate it here"
             )
         report = out / "reports" / name.replace("/", "_")
-        evaluate_run(run=folder, data=list(data), out=report, split=split, n_boot=n_boot)
+        evaluate_run(
+            run=folder, data=list(data), out=report, split=split, n_boot=n_boot,
+            overwrite=overwrite,
+        )  # fmt: skip
         return report
     raise EvaluationError(folder, "neither a report folder (predictions.json) nor a run folder")
 
@@ -257,6 +270,7 @@ def compare_runs(
     margin: float | None = DEFAULT_MARGIN,
     n_boot: int = 1000,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Comparison:
     """Compare report (or run) folders; writes ``compare.md`` and ``compare.json`` into ``out``.
 
@@ -269,9 +283,11 @@ def compare_runs(
         margin: Dice non-inferiority margin (> 0); None = no non-inferiority test.
         n_boot: Bootstrap replicates.
         seed: Bootstrap seed.
+        overwrite: Replace the files of an earlier comparison in ``out`` (never others).
 
     Raises:
         EvaluationError: An input is neither a report nor (with ``data``) a run folder.
+        OutputExistsError: An output would replace a file it may not (checked first).
         ValueError: Fewer than two inputs.
     """
     folders = [Path(r) for r in runs]
@@ -280,9 +296,11 @@ def compare_runs(
     if margin is not None and not (math.isfinite(margin) and margin > 0):
         raise ValueError(f"margin: must be positive and finite, got {margin}")
     out = Path(out)
+    written = OutputFolder(out, overwrite=overwrite)
+    written.check_all((COMPARE_JSON, COMPARE_MD))  # before any report is evaluated
     names = _names(folders)
     loaded = {
-        n: load_predictions(_resolve(f, n, out, data, split, n_boot))
+        n: load_predictions(_resolve(f, n, out, data, split, n_boot, overwrite))
         for n, f in zip(names, folders, strict=True)
     }
     headline = {n: {k: _lookup(p["metrics"], k) for k in HEADLINE} for n, p in loaded.items()}
@@ -296,7 +314,6 @@ def compare_runs(
         ):
             if rec is not None:
                 result.tests.append(rec)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / COMPARE_JSON, result.to_json())
-    atomic_write_bytes(out / COMPARE_MD, result.markdown().encode())
+    written.write_json(COMPARE_JSON, result.to_json())
+    written.write_bytes(COMPARE_MD, result.markdown().encode())
     return result

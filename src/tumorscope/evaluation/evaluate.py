@@ -3,7 +3,9 @@
 :func:`evaluate_run` loads a run (or one of its stage checkpoints), predicts the held-out
 patients through the :class:`~tumorscope.inference.predictor.Predictor` (so it measures
 exactly what users get), and writes ``metrics.json``, ``predictions.json``, ``report.md``
-and the plots into a report folder; it never writes into the run.
+and the plots into a report folder; it never writes into the run, never into a data
+folder (unless ``allow_inside_input``), and never over a file it did not write itself
+(:class:`~tumorscope.fileio.OutputFolder`; its own earlier report only with ``overwrite``).
 
 The steps live one layer down each: :mod:`~tumorscope.evaluation.collect` (held-out
 outputs), :mod:`~tumorscope.evaluation.sections` (the figures) and
@@ -24,8 +26,9 @@ from tumorscope.evaluation.collect import (
     held_out_patients,
     seen_patients,
 )
-from tumorscope.evaluation.report import write_report
+from tumorscope.evaluation.report import REPORT_FILES, write_report
 from tumorscope.evaluation.sections import compute_metrics
+from tumorscope.fileio import OutputFolder, is_inside
 from tumorscope.inference.predictor import Predictor
 from tumorscope.runs import CheckpointError, load_run
 
@@ -39,11 +42,6 @@ class EvaluationError(Exception):
         self.path = Path(path)
         self.fault = fault
         super().__init__(f"{path}: {fault}")
-
-
-def _is_inside(child: Path, parent: Path) -> bool:
-    c, p = child.resolve(), parent.resolve()
-    return c == p or p in c.parents
 
 
 def load_predictor(run: str | Path) -> Predictor:
@@ -112,6 +110,7 @@ def evaluate_predictor(
     n_boot: int = 1000,
     seed: int = 0,
     run: str | Path | None = None,
+    overwrite: bool = False,
 ) -> EvaluationReport:
     """Evaluate a Predictor on the held-out patients of ``data`` and write the report.
 
@@ -123,9 +122,11 @@ def evaluate_predictor(
         n_boot: Bootstrap replicates per figure.
         seed: Bootstrap seed.
         run: Run folder, recorded in the report.
+        overwrite: Replace the files of an earlier report in ``out`` (never other files).
 
     Raises:
         EvaluationError: ``split`` is not one of the run's splits.
+        OutputExistsError: A report file would replace one it may not (checked first).
     """
     manifest = predictor.manifest
     splits = manifest.splits or {}
@@ -133,6 +134,7 @@ def evaluate_predictor(
         raise EvaluationError(
             run or "<predictor>", f"split {split!r} not in the run's splits {sorted(splits)}"
         )
+    OutputFolder(out, overwrite=overwrite).check_all(REPORT_FILES)  # before the work
     held = collect_held_out(
         predictor, data, held_out_patients(manifest, split), seen_patients(manifest)
     )
@@ -149,7 +151,7 @@ def evaluate_predictor(
         "n_boot": n_boot,
         "stage": manifest.stage,
     }
-    plot_files = write_report(Path(out), metrics, held, calibration)
+    plot_files = write_report(Path(out), metrics, held, calibration, overwrite=overwrite)
     return EvaluationReport(out=Path(out), metrics=metrics, held=held, plots=plot_files)
 
 
@@ -161,19 +163,42 @@ def evaluate_run(
     split: str = "test",
     n_boot: int = 1000,
     seed: int = 0,
+    overwrite: bool = False,
+    allow_inside_input: bool = False,
 ) -> EvaluationReport:
     """``tumorscope evaluate``: evaluate a run (or stage checkpoint) into ``out``.
 
+    Args:
+        run: Run folder or stage checkpoint ``RUN/stages/<name>``.
+        data: Data folders.
+        out: Report folder.
+        split: The run's split to evaluate.
+        n_boot: Bootstrap replicates per figure.
+        seed: Bootstrap seed.
+        overwrite: Replace the files of an earlier report in ``out`` (never other files).
+        allow_inside_input: Allow ``out`` inside a data folder (its files are still never
+            replaced).
+
     Raises:
-        EvaluationError: ``out`` is inside the run folder, or the run is unreadable.
+        EvaluationError: ``out`` is inside the run folder or (unless
+            ``allow_inside_input``) a data folder, or the run is unreadable.
+        OutputExistsError: A report file would replace one it may not (checked first).
     """
     run, out = Path(run), Path(out)
     owner = run.parent.parent if run.parent.name == "stages" else run
-    if _is_inside(out, owner):
+    if is_inside(out, owner):
         raise EvaluationError(
             out, f"is inside the run folder {run}; evaluate never writes into a run"
         )
+    for d in data if not allow_inside_input else []:
+        if is_inside(out, Path(d) if Path(d).is_dir() else Path(d).parent):
+            raise EvaluationError(
+                out,
+                f"is inside the data folder {d}; reports never go into a data folder "
+                "(choose another --out, or pass --allow-inside-input)",
+            )
     predictor = load_predictor(run)
     return evaluate_predictor(
-        predictor, data=data, out=out, split=split, n_boot=n_boot, seed=seed, run=run
-    )
+        predictor, data=data, out=out, split=split, n_boot=n_boot, seed=seed, run=run,
+        overwrite=overwrite,
+    )  # fmt: skip

@@ -19,6 +19,7 @@ from sklearn.metrics import (
 )
 
 from tumorscope.evaluation.collect import Overlay
+from tumorscope.fileio import atomic_save_figure
 from tumorscope.metrics.calibration import ece, reliability_curve
 from tumorscope.metrics.survival import kaplan_meier
 
@@ -38,10 +39,10 @@ def _plt() -> Any:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    _plt().close(fig)
-    return path
+    try:
+        return atomic_save_figure(fig, path, dpi=DPI, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
 
 
 def unavailable(path: Path, title: str, reason: str) -> Path:

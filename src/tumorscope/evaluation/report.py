@@ -2,7 +2,9 @@
 
 ``predictions.json`` holds the raw per-patient / per-slice / per-image outputs that
 ``tumorscope compare`` pairs on (same patient ids, same slice ids). Every file is written
-atomically (temp file, fsync, rename), as every other artefact.
+atomically (temp file, fsync, rename), as every other artefact, through an
+:class:`~tumorscope.fileio.OutputFolder`: never over a file tumorscope did not write, and
+over an earlier report only with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tumorscope.evaluation import plots
 from tumorscope.evaluation.collect import HeldOut, classification_units, survival_arrays
 from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import risk_groups
-from tumorscope.fileio import atomic_write_bytes, atomic_write_json
+from tumorscope.fileio import OutputFolder
 from tumorscope.metrics.calibration import apply_temperature
 from tumorscope.runs.manifest import Calibration
 
@@ -36,6 +38,8 @@ PLOT_FILES = {
     "dice": "dice.png",
     "overlays": "overlays.png",
 }
+REPORT_FILES = (METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE, *PLOT_FILES.values())
+"""Every file :func:`write_report` writes."""
 
 
 def _num(x: float) -> float | None:
@@ -111,7 +115,7 @@ def load_predictions(folder: Path) -> dict[str, Any]:
 
 
 def _plots(
-    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Calibration
+    folder: OutputFolder, metrics: Mapping[str, Any], held: HeldOut, calibration: Calibration
 ) -> dict[str, Path]:
     u = classification_units(held)
     curves = {
@@ -122,22 +126,20 @@ def _plots(
         curves = {"all": (u.prob, u.label), **curves}
     s = survival_arrays(held)
     p = metrics["survival"]["logrank_p"]["value"]
-    return {
-        "roc": plots.plot_roc(curves, out / PLOT_FILES["roc"]),
-        "pr": plots.plot_pr(curves, out / PLOT_FILES["pr"]),
-        "reliability": plots.plot_reliability(
-            {
-                "before temperature": (apply_temperature(u.logit, 1.0), u.label),
-                f"after temperature (T={held.temperature:.2f})": (u.prob, u.label),
-            },
-            out / PLOT_FILES["reliability"],
-        ),
-        "km": plots.plot_km(
-            s["time"], s["event"], risk_groups(s["risk"], calibration), p, out / PLOT_FILES["km"]
-        ),
-        "dice": plots.plot_dice(held.dice_by_region, out / PLOT_FILES["dice"]),
-        "overlays": plots.plot_overlays(held.overlays, out / PLOT_FILES["overlays"]),
+    reliability = {
+        "before temperature": (apply_temperature(u.logit, 1.0), u.label),
+        f"after temperature (T={held.temperature:.2f})": (u.prob, u.label),
     }
+    groups = risk_groups(s["risk"], calibration)
+    draw = {
+        "roc": lambda path: plots.plot_roc(curves, path),
+        "pr": lambda path: plots.plot_pr(curves, path),
+        "reliability": lambda path: plots.plot_reliability(reliability, path),
+        "km": lambda path: plots.plot_km(s["time"], s["event"], groups, p, path),
+        "dice": lambda path: plots.plot_dice(held.dice_by_region, path),
+        "overlays": lambda path: plots.plot_overlays(held.overlays, path),
+    }
+    return {key: folder.write_with(PLOT_FILES[key], fn) for key, fn in draw.items()}
 
 
 def format_figure(f: Mapping[str, Any]) -> str:
@@ -202,25 +204,36 @@ def markdown_report(
 
 
 def write_report(
-    out: Path, metrics: Mapping[str, Any], held: HeldOut, calibration: Calibration
+    out: Path,
+    metrics: Mapping[str, Any],
+    held: HeldOut,
+    calibration: Calibration,
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write every file of the report folder; returns plot name → path.
 
-    ``metrics.json`` is validated against the schema before it is written.
+    ``metrics.json`` is validated against the schema before it is written, and every file
+    name (:data:`REPORT_FILES`) is checked before the first is written.
 
     Args:
         out: Report folder (created).
         metrics: The ``metrics.json`` content (with ``meta``).
         held: The collected outputs (``predictions.json``, plots).
         calibration: The run's calibration (risk groups of the KM plot).
+        overwrite: Replace the files of an earlier report in ``out`` (never other files).
+
+    Raises:
+        OutputExistsError: A file would replace one it may not; nothing is written then.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out, overwrite=overwrite)
+    folder.check_all(REPORT_FILES)
     validate_metrics(metrics)
-    atomic_write_json(out / METRICS_FILE, metrics)
+    folder.write_json(METRICS_FILE, metrics)
     # compact: per-slice rows make this file large
-    atomic_write_bytes(out / PREDICTIONS_FILE, (json.dumps(predictions_dict(held)) + "\n").encode())
-    plot_files = _plots(out, metrics, held, calibration)
-    atomic_write_bytes(out / REPORT_FILE, markdown_report(metrics, held, plot_files).encode())
+    folder.write_bytes(PREDICTIONS_FILE, (json.dumps(predictions_dict(held)) + "\n").encode())
+    plot_files = _plots(folder, metrics, held, calibration)
+    folder.write_bytes(REPORT_FILE, markdown_report(metrics, held, plot_files).encode())
     log.info("report written to %s", out)
     return plot_files
 
@@ -230,6 +243,7 @@ __all__ = [
     "PLOT_FILES",
     "PREDICTIONS_FILE",
     "REPORT_FILE",
+    "REPORT_FILES",
     "format_figure",
     "load_predictions",
     "markdown_report",

@@ -4,17 +4,25 @@ For each input named ``<name>`` (a file's stem or a folder's name) it always wri
 ``<out>/<name>.json``; for volumes always ``<out>/<name>_mask.nii.gz`` in the input's
 exact geometry (all zero when the conditional gate withheld the mask, as the JSON says);
 for 2D inputs ``<out>/<name>_overlay.png``.
+
+Outputs never destroy a file: each is written atomically and only where no file exists, or,
+with ``overwrite``, over a file an earlier prediction wrote there and nobody changed since
+(:class:`~tumorscope.fileio.OutputFolder`, which records what it wrote in
+``<out>/tumorscope-outputs.json``). Every output name is checked before the model is
+loaded, so a refusal costs nothing and writes nothing. ``out`` may not be the folder an
+input file lies in, nor lie inside a folder given as an input, unless
+``allow_inside_input``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tumorscope.data.types import DataError
+from tumorscope.fileio import OutputFolder, is_inside
 from tumorscope.inference.inputs import is_2d_input
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import SliceResult, VolumeResult
@@ -33,31 +41,62 @@ def input_name(path: Path) -> str:
     return path.stem
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+def output_names(
+    path: Path, name: str, *, mc_samples: int = 0, gradcam: bool = False, figure: bool = False
+) -> list[str]:
+    """The files ``tumorscope predict`` writes for one input, in ``out``."""
+    two_d = is_2d_input(path)
+    names = [f"{name}.json", f"{name}_overlay.png" if two_d else f"{name}_mask.nii.gz"]
+    if mc_samples > 0:
+        names.append(f"{name}_uncertainty.png" if two_d else f"{name}_uncertainty.nii.gz")
+    names += [f"{name}_gradcam.png"] if gradcam else []
+    names += [f"{name}_figure.png"] if figure else []
+    return names
+
+
+def refuse_input_folder(out: Path, inputs: Sequence[Path], *, flag: str) -> None:
+    """Refuse an ``out`` that is the folder of an input file or lies inside an input folder.
+
+    Raises:
+        DataError: Naming ``out`` and the input.
+    """
+    for p in inputs:
+        if p.is_dir() and is_inside(out, p):
+            where = f"is inside the input folder {p}"
+        elif not p.is_dir() and out.resolve() == p.parent.resolve():
+            where = f"is the folder of the input {p}"
+        else:
+            continue
+        raise DataError(
+            out,
+            f"{where}; outputs never go into an input's folder (choose another --out, or {flag})",
+        )
 
 
 def _predict_image(
-    predictor: Predictor, path: Path, name: str, out: Path, gate: float | None
+    predictor: Predictor, path: Path, name: str, folder: OutputFolder, gate: float | None
 ) -> tuple[SliceResult, dict[str, Any]]:
     from tumorscope.inference.overlay import save_overlay  # deferred: matplotlib
 
     result = predictor.predict(path, name=name, gate_threshold=gate)
-    overlay = out / f"{name}_overlay.png"
+    overlay = f"{name}_overlay.png"
     title = f"{name}: tumour p={result.tumour_probability:.2f}" + (
         "" if result.mask is not None else " (no mask: under the gate)"
     )
     if result.image is not None:
-        save_overlay(result.image, result.mask, overlay, regions=result.regions, title=title)
-    return result, {"overlay_file": overlay.name}
+        image, mask, regions = result.image, result.mask, result.regions
+        folder.write_with(
+            overlay, lambda p: save_overlay(image, mask, p, regions=regions, title=title)
+        )
+    return result, {"overlay_file": overlay}
 
 
 def _predict_volume(
-    predictor: Predictor, path: Path, name: str, out: Path, gate: float | None
+    predictor: Predictor, path: Path, name: str, folder: OutputFolder, gate: float | None
 ) -> tuple[VolumeResult, dict[str, Any]]:
     result = predictor.predict_volume(path, gate_threshold=gate)
     result.name = name
-    mask = predictor.write_mask(result, out / f"{name}_mask.nii.gz")
+    mask = folder.write_with(f"{name}_mask.nii.gz", lambda p: predictor.write_mask(result, p))
     return result, {"mask_file": mask.name, "mask_empty_because_gated": result.gated}
 
 
@@ -83,6 +122,8 @@ def predict_inputs(
     gradcam: bool = False,
     figure: bool = False,
     truth: Sequence[Path] | None = None,
+    overwrite: bool = False,
+    allow_inside_input: bool = False,
 ) -> Iterator[str]:
     """Predict every input with the run's model and write the outputs into ``out``.
 
@@ -97,13 +138,18 @@ def predict_inputs(
         gradcam: Write ``<name>_gradcam.png``.
         figure: Write the six-panel ``<name>_figure.png``.
         truth: Ground-truth masks, one per input in the same order (for the figure).
+        overwrite: Replace outputs an earlier prediction wrote in ``out`` (never other files).
+        allow_inside_input: Allow ``out`` to be an input's folder (its files are still
+            never replaced).
 
     Yields:
         One line per input for the user (``"<name>: tumour p=0.93, mask 12.4 mL -> …"``,
         or ``"<name>: error: PATH: fault"``).
 
     Raises:
-        DataError: Two inputs share a name, or any input failed (after all were tried).
+        DataError: Two inputs share a name, ``out`` is an input's folder, or any input
+            failed (after all were tried).
+        OutputExistsError: An output would replace a file it may not (before any work).
     """
     paths = [Path(p) for p in inputs]
     if truth and len(truth) != len(paths):
@@ -116,14 +162,21 @@ def predict_inputs(
         if name in seen:
             raise DataError(p, f"has the same output name {name!r} as {seen[name]}; rename one")
         seen[name] = p
+    if not allow_inside_input:
+        refuse_input_folder(out, paths, flag="pass --allow-inside-input")
+    folder = OutputFolder(out, overwrite=overwrite)
+    for p in paths:
+        names = output_names(
+            p, input_name(p), mc_samples=mc_samples, gradcam=gradcam, figure=figure
+        )
+        folder.check_all(names)
     predictor = Predictor.from_run(run)
-    out.mkdir(parents=True, exist_ok=True)
     failed: list[DataError] = []
     for p in paths:
         name = input_name(p)
         try:
             predict = _predict_image if is_2d_input(p) else _predict_volume
-            result, files = predict(predictor, p, name, out, gate_threshold)
+            result, files = predict(predictor, p, name, folder, gate_threshold)
         except DataError as e:
             failed.append(e)
             yield f"{name}: error: {e}"
@@ -137,15 +190,15 @@ def predict_inputs(
                     write_uncertainty_outputs(
                         predictor, p, out, name, mc_samples=mc_samples, gradcam=gradcam,
                         figure=figure, truth=truth[paths.index(p)] if truth else None,
-                        gate_threshold=gate_threshold,
+                        gate_threshold=gate_threshold, overwrite=overwrite,
                     )
                 )  # fmt: skip
             except DataError as e:
                 failed.append(e)
                 yield f"{name}: error: {e}"
                 continue
-        json_path = out / f"{name}.json"
-        _write_json(json_path, {**result.to_json(), "input": str(p), "run": str(run), **files})
+        doc = {**result.to_json(), "input": str(p), "run": str(run), **files}
+        json_path = folder.write_json(f"{name}.json", doc, allow_nan=False)
         for w in result.warnings:
             log.warning("%s: %s", name, w)
         yield _line(result, json_path)

@@ -3,7 +3,9 @@
 Writes ``<name>_uncertainty.nii.gz`` (volumes: a 4D file, the last axis holding
 :data:`~tumorscope.inference.full.MAP_NAMES`, in the input's stored grid and affine)
 or ``<name>_uncertainty.png`` (2D inputs), ``<name>_gradcam.png`` and ``<name>_figure.png``,
-and returns the fields to merge into ``<name>.json``.
+and returns the fields to merge into ``<name>.json``. Each file is written through an
+:class:`~tumorscope.fileio.OutputFolder`: atomically, and never over a file tumorscope did
+not write (nor over its own earlier outputs without ``overwrite``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tumorscope.data.layout import region_masks
 from tumorscope.data.readers import is_nifti_path, read_nifti, save_nifti
 from tumorscope.data.transforms import to_display
 from tumorscope.data.types import DataError
+from tumorscope.fileio import OutputFolder
 from tumorscope.inference.figure import map_panels, six_panel
 from tumorscope.inference.full import MAP_NAMES, MAP_UNITS, FullResult, predict_full
 from tumorscope.inference.predictor import Predictor
@@ -44,6 +47,7 @@ def write_uncertainty_outputs(
     review_cutoff: float = DEFAULT_REVIEW_CUTOFF,
     gate_threshold: float | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run :func:`predict_full` on one input and write its uncertainty/Grad-CAM/figure files.
 
@@ -60,6 +64,7 @@ def write_uncertainty_outputs(
         review_cutoff: Score (nats) above which the case needs review.
         gate_threshold: Override of the conditional-mask gate.
         seed: Seed of the dropout masks.
+        overwrite: Replace files an earlier prediction wrote in ``out_dir`` (never others).
 
     Returns:
         Fields for ``<name>.json``: ``uncertainty``, ``gradcam`` and the written file names
@@ -67,9 +72,9 @@ def write_uncertainty_outputs(
 
     Raises:
         DataError: Unreadable input or truth, or a truth mask of another shape.
+        OutputExistsError: A file would replace one it may not.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = OutputFolder(out_dir, overwrite=overwrite)
     full = predict_full(
         predictor, input_path, mc_samples=mc_samples, gradcam=gradcam or figure,
         review_cutoff=review_cutoff, gate_threshold=gate_threshold, seed=seed,
@@ -82,13 +87,18 @@ def write_uncertainty_outputs(
     title = _title(full, name)
     if full.mc is not None and view.maps is not None:
         if full.loaded is not None:
-            fields["uncertainty_file"] = _write_nifti_maps(full, out / f"{name}_uncertainty.nii.gz")
+            written = out.write_with(
+                f"{name}_uncertainty.nii.gz", lambda p: _write_nifti_maps(full, p)
+            )
+            fields["uncertainty_file"] = written.name
         else:
             planes = view.maps_2d() or []
             named = dict(zip(MAP_NAMES, planes, strict=True))
             units = dict(zip(MAP_NAMES, MAP_UNITS, strict=True))
-            map_panels(
-                out / f"{name}_uncertainty.png", view.image(), named, title=title, labels=units
+            image = view.image()
+            out.write_with(
+                f"{name}_uncertainty.png",
+                lambda p: map_panels(p, image, named, title=title, labels=units),
             )
             fields["uncertainty_file"] = f"{name}_uncertainty.png"
     if gradcam and view.cams is not None:
@@ -99,19 +109,24 @@ def write_uncertainty_outputs(
             if view.z not in used:
                 names[1] += "\n(slice not pooled by the head)"
         panels = {names[i]: c for i, c in enumerate(cams) if c is not None}
-        map_panels(out / f"{name}_gradcam.png", view.image(), panels, title=title, overlay=True)
+        image = view.image()
+        out.write_with(
+            f"{name}_gradcam.png",
+            lambda p: map_panels(p, image, panels, title=title, overlay=True),
+        )
         fields["gradcam_file"] = f"{name}_gradcam.png"
     if figure:
         shown = view.maps_2d()
         prob = shown[0] if shown is not None else view.probability_2d()
         unc = shown[3] if shown is not None else np.zeros_like(prob)
-        six_panel(
-            out / f"{name}_figure.png", image=view.image(), probability=prob, uncertainty=unc,
+        panels_6 = dict(
+            image=view.image(), probability=prob, uncertainty=unc,
             gradcam=view.cams_2d()[0] if view.cams is not None else None,
             truth=view.truth_2d(), risk=getattr(full.base, "risk", None),
             risk_quantiles=predictor.calibration.risk_quantiles, title=title,
             mask=view.mask_2d(),
         )  # fmt: skip
+        out.write_with(f"{name}_figure.png", lambda p: six_panel(p, **panels_6))
         fields["figure_file"] = f"{name}_figure.png"
         if view.z is not None:
             fields["figure_slice"] = int(view.z)

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from tumorscope.data.limits import check_image_size
+from tumorscope.fileio import atomic_save_figure
+
 log = logging.getLogger(__name__)
 
 NOTICE = "Research use only — not a diagnostic device"
@@ -35,10 +38,10 @@ def _notice(fig: Any) -> None:
 def _save(fig: Any, path: str | Path) -> Path:
     import matplotlib.pyplot as plt  # deferred with matplotlib (see _figure)
 
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    try:
+        return atomic_save_figure(fig, Path(path), dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def _show(ax: Any, image: np.ndarray, title: str) -> None:
@@ -128,6 +131,7 @@ def six_panel_figure(
     Returns:
         The matplotlib ``Figure`` (with the research-use notice).
     """
+    check_image_size("figure", *np.shape(image)[-2:])  # before anything is allocated for it
     fig, axes = _figure(2, 3, (14.0, 9.0))
     (a_in, a_gt, a_pred), (a_unc, a_cam, a_risk) = axes
     _show(a_in, image, "Input")
@@ -203,6 +207,7 @@ def map_panels(
     Returns:
         ``path``.
     """
+    check_image_size(path, *np.shape(image)[-2:])  # before anything is allocated for it
     fig, axes = _figure(1, len(maps) + 1, (3.9 * (len(maps) + 1), 4.3))
     _show(axes[0][0], image, "Input")
     for ax, (name, m) in zip(axes[0][1:], maps.items(), strict=True):

@@ -2,7 +2,9 @@
 volumes (arrays, NIfTI files, ``Case``, ``LoadedCase``, and any case folder or file a
 layout of ``tumorscope.data.layouts.LAYOUTS`` recognises: BraTS/HECKTOR case folders, DICOM
 series, MSD and nnU-Net images), each cut exactly as training slices are and mapped back
-to its own grid.
+to its own grid. Files are read by the data layer's own readers, so every input meets the
+checks and budgets of :mod:`tumorscope.data.limits` that ``data validate`` reports, with
+the same one-line fault.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ import numpy as np
 from nibabel.affines import voxel_sizes
 from nibabel.orientations import aff2axcodes
 
-from tumorscope.data.errors import DimensionError
 from tumorscope.data.imagefolder import load_image
 from tumorscope.data.layout import discover, load_case, read_case
 from tumorscope.data.layouts import get_layout
-from tumorscope.data.readers import IMAGE_SUFFIXES, is_nifti_path, read_nifti, to_canonical
+from tumorscope.data.limits import check_image_size, check_volume
+from tumorscope.data.readers import (
+    IMAGE_SUFFIXES,
+    check_file,
+    is_nifti_path,
+    read_nifti,
+    to_canonical,
+)
 from tumorscope.data.spec import IMAGE_CHANNEL, PreprocessSpec
 from tumorscope.data.transforms import (
     prepare_image,
@@ -79,6 +87,7 @@ def read_2d(img: ImageInput, name: str | None, i: int, n: int, spec: PreprocessS
             )
         if img.ndim not in (2, 3):
             raise DataError(label, f"array of shape {shape} is not (H, W) or (C, H, W)")
+        check_image_size(label, shape[-2], shape[-1])
         if not np.issubdtype(img.dtype, np.number) or not np.isfinite(img).all():
             raise DataError(label, "image holds NaN, Inf or non-numeric values")
         data = img.astype(np.float32)
@@ -89,10 +98,11 @@ def read_2d(img: ImageInput, name: str | None, i: int, n: int, spec: PreprocessS
         return Image2D(data=data, label=label, where=label, image=grey)
     path = Path(img)
     stem = name or file_stem(path)
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
         raise DataError(path, "no such file")
     if path.is_dir():
         raise DataError(path, "is a folder; use predict_volume for case or DICOM folders")
+    check_file(path)  # a dangling link, FIFO or device: one line, never a blocking open
     if is_nifti_path(path):
         return read_nifti_2d(path, stem, spec)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -111,7 +121,7 @@ def is_2d_input(path: Path) -> bool:
         return False
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return True
-    if is_nifti_path(path):
+    if is_nifti_path(path) and path.is_file():  # never open a FIFO or device: it may block
         try:
             shape = tuple(int(s) for s in nib.load(path).shape)  # type: ignore[attr-defined]
         except Exception:  # any header fault is reported by the volume reader
@@ -134,34 +144,7 @@ def file_stem(path: Path) -> str:
 
 def read_nifti_2d(path: Path, label: str, spec: PreprocessSpec) -> Image2D:
     """Read a 2D NIfTI (``(X, Y)`` or a volume with one singleton axis) as one slice."""
-    try:
-        canon, meta = read_nifti(path)
-    except DimensionError:
-        # The readers take 3D files only; a pure 2D file is read as (X, Y, 1) here.
-        try:
-            img = nib.load(path)
-            raw = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
-            affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
-        except Exception as e:  # nibabel raises many types on odd files; report, never crash
-            raise DataError(path, f"NIfTI cannot be read ({type(e).__name__}: {e})") from None
-        if raw.ndim != 2:
-            raise DataError(
-                path, f"expected a 2D image, got {raw.ndim} dimensions {raw.shape}"
-            ) from None
-        if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
-            raise DataError(path, "voxel-to-world affine is singular") from None
-        stored = np.asarray(raw, dtype=np.float32)[:, :, None]
-        canon, canon_affine = to_canonical(stored, affine)
-        meta = ImageMeta(
-            path=path,
-            shape=tuple(int(s) for s in canon.shape),
-            spacing=tuple(float(v) for v in np.sqrt((canon_affine[:3, :3] ** 2).sum(0))),
-            affine=canon_affine,
-            original_affine=affine,
-            original_shape=stored.shape,
-        )
-    if not np.isfinite(canon).all():
-        raise DataError(path, "image holds NaN or Inf values")
+    canon, meta = read_nifti(path, planar=True)
     singles = [k for k, s in enumerate(canon.shape) if s == 1]
     if not singles:
         raise DataError(
@@ -169,6 +152,7 @@ def read_nifti_2d(path: Path, label: str, spec: PreprocessSpec) -> Image2D:
         )
     axis = 2 if 2 in singles else singles[0]
     plane = np.moveaxis(np.asarray(canon, dtype=np.float32), axis, 2)
+    check_image_size(path, plane.shape[0], plane.shape[1])
     volume, warnings = single_channel(plane, meta, spec)
     if axis != 2:
         warnings.append(f"slice is not axial (stored orientation {''.join(meta.orientation)})")
@@ -235,6 +219,7 @@ def load_volume(
                 case.meta.path,
                 f"image shape {case.image.shape} is not (C={len(channels)}, X, Y, Z)",
             )
+        check_volume(case.meta.path, case.image.shape[1:], channels=case.image.shape[0])
         return case, source or "volume", file_stem(case.meta.path), []
     if isinstance(case, np.ndarray):
         loaded, notes = array_volume(case, spec, affine)
@@ -247,10 +232,12 @@ def load_volume(
             [],
         )
     path = Path(case)
-    if not path.exists():
+    if not (path.exists() or path.is_symlink()):
         raise DataError(path, "no such file or folder")
-    if path.is_file() and not is_nifti_path(path):
-        raise DataError(path, "a volume must be a NIfTI file, a case folder or a DICOM folder")
+    if not path.is_dir():
+        check_file(path)  # a dangling link, FIFO or device: one line, never a blocking open
+        if not is_nifti_path(path):
+            raise DataError(path, "a volume must be a NIfTI file, a case folder or a DICOM folder")
     found, problems = read_case(path)
     if found is None and problems:
         raise problems[0]
@@ -310,6 +297,7 @@ def array_volume(
             where,
             f"volume of shape {array.shape} is not (X, Y, Z) or (C={n_ch}, X, Y, Z)",
         )
+    check_volume(where, a.shape[1:], channels=a.shape[0])
     if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
         raise DataError(where, "volume holds NaN, Inf or non-numeric values")
     aff = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from tumorscope import DISCLAIMER
+from tumorscope.data.limits import check_image_size
+from tumorscope.fileio import atomic_save_figure
 
 # One contour colour per region (Okabe–Ito palette, colour-blind safe).
 REGION_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00")
@@ -41,6 +43,7 @@ def save_overlay(
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
+    check_image_size(path, *np.shape(image)[-2:])  # before anything is allocated for it
     img = np.asarray(image, dtype=np.float64)
     if mask is not None and tuple(mask.shape[-2:]) != tuple(img.shape):
         raise ValueError(f"mask shape {mask.shape} does not match image shape {img.shape}")
@@ -62,7 +65,4 @@ def save_overlay(
     ax.set_axis_off()
     fig.suptitle(title, fontsize=9)
     fig.text(0.5, 0.02, DISCLAIMER, ha="center", fontsize=5, wrap=True)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return atomic_save_figure(fig, Path(path))

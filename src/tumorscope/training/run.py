@@ -41,7 +41,7 @@ def train_run(
         data: Data folders (any layouts the readers recognise).
         out: Run folder.
         resume: Continue from ``out/progress`` after an interruption.
-        cache: Preprocessing cache folder (default: ``<out>/../cache``).
+        cache: Preprocessing cache folder (default: ``<out>/cache``).
         nproc: Training processes (``torchrun`` is launched for > 1).
         progress: Called as ``progress(stage, step, max_steps, metrics)`` (one process only).
 

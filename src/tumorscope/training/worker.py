@@ -5,7 +5,8 @@ through the ``torchrun`` launcher (:mod:`tumorscope.training.distributed`) for N
 
 Run folder contract::
 
-    RUN_DIR/config.yaml                       resolved config
+    RUN_DIR/config.yaml                       resolved config (in tumorscope-outputs.json)
+    RUN_DIR/cache/                            preprocessing cache, unless one is named
     RUN_DIR/model.safetensors, manifest.json  the final, calibrated model
     RUN_DIR/stages/<name>/model.safetensors, manifest.json   best checkpoint of each stage
     RUN_DIR/stages/<name>/log.csv, tb/        CSV and TensorBoard logs
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tumorscope.config import Config, StageConfig, save_config
+from tumorscope.config import Config, StageConfig
 from tumorscope.losses.multitask import MultiTaskLoss
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
@@ -48,13 +49,10 @@ from tumorscope.training.collective import SINGLE, DistContext, barrier, broadca
 from tumorscope.training.data import StageData
 from tumorscope.training.loop import ProgressFn
 from tumorscope.training.manifest import run_manifest
+from tumorscope.training.runfolder import RunError, default_cache, open_run_dir, write_run_config
 from tumorscope.training.stages import apply_freeze, make_scheduler, param_groups, selection_metric
 
 log = logging.getLogger(__name__)
-
-
-class RunError(RuntimeError):
-    """The run folder cannot be used as asked (exists, or nothing to resume)."""
 
 
 @dataclass
@@ -106,24 +104,26 @@ def train_in_process(
         data: Data folders (any layouts the readers recognise).
         out: Run folder.
         resume: Continue from ``out/progress`` after an interruption.
-        cache: Preprocessing cache folder (default: ``<out>/../cache``).
+        cache: Preprocessing cache folder (default: ``<out>/cache``); an existing folder
+            must be empty or a cache tumorscope made (:func:`tumorscope.data.cache.prepare`).
         progress: Called as ``progress(stage, step, max_steps, metrics)``.
         ctx: This process's rank when run under ``torchrun``.
 
     Raises:
-        RunError: ``out`` holds a run and ``resume`` is False, or nothing to resume.
+        RunError: ``out`` is not empty and ``resume`` is False, or ``resume`` and ``out`` is
+            not a run (:func:`tumorscope.training.runfolder.open_run_dir`).
+        DataError: ``cache`` is not a cache folder tumorscope made (checked first, too).
     """
     t0 = time.perf_counter()
     run_dir = Path(out)
+    cache_dir = Path(cache) if cache else default_cache(run_dir)
     if ctx.is_main:
-        _check_run_dir(run_dir, resume)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        open_run_dir(run_dir, resume, cache=cache_dir)
+        write_run_config(run_dir, cfg, resume)
     seed_everything(cfg.runtime.seed, deterministic=cfg.runtime.deterministic)
     configure_threads(cfg.runtime.threads)
     precision = resolve_precision(cfg.runtime.precision)
 
-    cache_dir = Path(cache) if cache else run_dir.parent / "cache"
     if ctx.is_main:
         stage_data = StageData.build(data=data, cfg=cfg, cache=cache_dir)
     barrier(ctx)  # the cache and splits exist before other ranks read them
@@ -174,17 +174,6 @@ def read_result(run_dir: Path) -> TrainResult:
     """The :class:`TrainResult` a finished run wrote (used after a distributed launch)."""
     saved = json.loads((run_dir / RESULT_FILE).read_text())
     return TrainResult(run_dir=run_dir, stages=saved["stages"], seconds=float(saved["seconds"]))
-
-
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    if resume:
-        if not run_dir.is_dir():
-            raise RunError(f"{run_dir}: nothing to resume (folder does not exist)")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(
-            f"{run_dir}: run folder is not empty; use --resume to continue it or choose a new --out"
-        )
 
 
 def _loss_state(loss_fn: nn.Module) -> dict[str, list[float]]:

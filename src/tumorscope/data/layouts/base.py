@@ -199,6 +199,14 @@ def keep_readable(
     return kept, problems, len(cases) - len(kept)
 
 
+def entries(folder: Path) -> list[Path]:
+    """Entries of ``folder``, sorted (empty if it cannot be listed: discovery's walk names it)."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
 def subdirs(folder: Path) -> list[Path]:
     """Visible subfolders of ``folder``, sorted (empty if it cannot be listed)."""
     try:

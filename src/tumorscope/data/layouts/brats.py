@@ -13,13 +13,13 @@ Regions: ``WT`` = NCR ∪ ED ∪ ET, ``TC`` = NCR ∪ ET, ``ET`` (:class:`BratsL
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from tumorscope.data.errors import (
     CaseLayoutError,
+    ClinicalValueError,
     CSVFormatError,
     DuplicatePatientError,
     MissingChannelError,
@@ -27,6 +27,7 @@ from tumorscope.data.errors import (
     SurvivalValueError,
 )
 from tumorscope.data.layouts.base import Discovery, Layout, keep_readable, region_labels
+from tumorscope.data.limits import clinical_fault, survival_fault
 from tumorscope.data.tables import parse_number, read_csv_table
 from tumorscope.data.types import BRAIN_CHANNELS, Case, DataError, Outcome
 
@@ -267,11 +268,8 @@ def parse_survival(text: str) -> tuple[float, bool] | str:
         days = float(raw)
     except ValueError:
         return "is not a number of days"
-    if not math.isfinite(days):
-        return "is not finite"
-    if days < 0:
-        return "is negative"
-    return days, event
+    fault = survival_fault(days)
+    return (days, event) if fault is None else fault
 
 
 def _cell(path: Path, where: str, col: str, text: str, problems: list[DataError]) -> float | None:
@@ -280,8 +278,9 @@ def _cell(path: Path, where: str, col: str, text: str, problems: list[DataError]
     except ValueError:
         problems.append(CSVFormatError(path, f"{where}: {col} {text!r} is not a number"))
         return None
-    if value is not None and not math.isfinite(value):
-        problems.append(CSVFormatError(path, f"{where}: {col} {text!r} is not finite"))
+    fault = None if value is None else clinical_fault(col, value)
+    if fault is not None:
+        problems.append(ClinicalValueError(path, f"{where}: {col} {text!r} {fault}"))
         return None
     return value
 

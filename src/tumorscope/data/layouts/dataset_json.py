@@ -17,10 +17,13 @@ from typing import Any
 
 from tumorscope.data.errors import DatasetJsonError
 from tumorscope.data.layouts.base import REGION_ORDER, region_labels
+from tumorscope.data.limits import MAX_JSON_BYTES, check_file_size
 from tumorscope.data.types import BRAIN_CHANNELS, PETCT_CHANNELS, RegionLabels
 
 FILE = "dataset.json"
 IMAGE_DIRS = ("imagesTr", "imagesTs")
+#: Masks are read as uint8: a label value must fit.
+MAX_LABEL_VALUE = 255
 
 #: Channel spelling (lower case, without spaces, ``-`` and ``_``) → model channel name.
 CHANNEL_NAMES: dict[str, str] = {
@@ -76,15 +79,22 @@ def read_dataset_json(root: Path) -> dict[str, Any]:
     """Parse ``root/dataset.json`` into a dict.
 
     Raises:
-        DatasetJsonError: Missing, unreadable, not JSON, or not a JSON object.
+        DatasetJsonError: Missing, unreadable, larger than
+            :data:`~tumorscope.data.limits.MAX_JSON_BYTES`, not UTF-8, not JSON, nested too
+            deeply to parse, or not a JSON object.
     """
     path = root / FILE
     try:
+        too_large = check_file_size(path, MAX_JSON_BYTES, "dataset.json")
+        if too_large:
+            raise DatasetJsonError(path, too_large)
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as e:
-        raise DatasetJsonError(path, f"cannot be read ({e})") from None
+        raise DatasetJsonError(path, f"cannot be read as UTF-8 text ({e})") from None
     except json.JSONDecodeError as e:
         raise DatasetJsonError(path, f"is not valid JSON ({e})") from None
+    except RecursionError:
+        raise DatasetJsonError(path, "nests arrays or objects too deeply to be parsed") from None
     if not isinstance(data, dict):
         raise DatasetJsonError(path, f"holds a JSON {type(data).__name__}, not an object")
     return data
@@ -122,7 +132,7 @@ def channel_map(path: Path, names: Any, key: str) -> dict[str, int]:
     known = ", ".join((*BRAIN_CHANNELS, *PETCT_CHANNELS))
     out: dict[str, int] = {}
     for index, name in names.items():
-        if not str(index).isdigit() or not isinstance(name, str):
+        if not str(index).isdecimal() or not isinstance(name, str):
             raise DatasetJsonError(path, f"{key} entry {index!r}: {name!r} is not 'index': 'name'")
         ch = model_channel(name)
         if ch is None:
@@ -137,6 +147,34 @@ def channel_map(path: Path, names: Any, key: str) -> dict[str, int]:
     return out
 
 
+def check_label_value(path: Path, value: int, name: str) -> None:
+    """Refuse a label value a uint8 mask cannot hold.
+
+    Raises:
+        DatasetJsonError: ``value`` is outside ``0..MAX_LABEL_VALUE``.
+    """
+    if not 0 <= value <= MAX_LABEL_VALUE:
+        raise DatasetJsonError(
+            path, f"label {name!r}: value {value} is outside 0..{MAX_LABEL_VALUE} (masks are uint8)"
+        )
+
+
+def inside(path: Path, root: Path, listed: str, where: str) -> Path:
+    """``root / listed``, refusing a path that leads outside ``root`` (``..``, absolute, links).
+
+    Raises:
+        DatasetJsonError: The path resolves outside ``root``.
+    """
+    target = root / listed
+    try:
+        target.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise DatasetJsonError(
+            path, f"{where} {listed!r} points outside the dataset folder {root}"
+        ) from None
+    return target
+
+
 def labels_by_value(path: Path, value_to_name: Mapping[int, str], title: str) -> RegionLabels:
     """The convention of ``{value: name}`` labels (0 must be background).
 
@@ -147,6 +185,7 @@ def labels_by_value(path: Path, value_to_name: Mapping[int, str], title: str) ->
         raise DatasetJsonError(path, f"label 0 is {value_to_name[0]!r}, not background")
     named: dict[int, str] = {}
     for value, text in sorted(value_to_name.items()):
+        check_label_value(path, value, text)
         if value == 0:
             continue
         name = label_name(text)
@@ -174,6 +213,8 @@ def labels_by_region(
     """
     regions: dict[str, frozenset[int]] = {}
     for text, values in region_values.items():
+        for value in values:
+            check_label_value(path, value, text)
         region = REGION_NAMES.get(_words(text))
         if region is None:
             raise DatasetJsonError(

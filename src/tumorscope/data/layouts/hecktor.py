@@ -11,19 +11,20 @@ M → 1.0, F → 0.0; empty cells → None). PET is resampled onto the CT grid a
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from tumorscope.data.errors import (
+    ClinicalValueError,
     CSVFormatError,
     DuplicatePatientError,
     MissingChannelError,
     MissingFileError,
     SurvivalValueError,
 )
-from tumorscope.data.layouts.base import Discovery, Layout, keep_readable, region_labels
+from tumorscope.data.layouts.base import Discovery, Layout, entries, keep_readable, region_labels
+from tumorscope.data.limits import clinical_fault, survival_fault
 from tumorscope.data.tables import parse_number, read_csv_table
 from tumorscope.data.types import Case, DataError, Outcome
 
@@ -46,7 +47,7 @@ def is_hecktor_root(folder: Path) -> bool:
     return any(
         _FILE_RE.match(p.name) and p.name.lower().split("__")[-1].startswith("ct")
         for d in _image_dirs(folder)
-        for p in d.iterdir()
+        for p in entries(d)
     )
 
 
@@ -70,7 +71,7 @@ def discover_hecktor(root: str | Path) -> tuple[list[Case], dict[str, Outcome], 
     cases: list[Case] = []
     for img_dir in _image_dirs(root):
         files: dict[str, dict[str, Path]] = {}
-        for p in sorted(img_dir.iterdir()):
+        for p in entries(img_dir):
             m = _FILE_RE.match(p.name)
             if not (m and p.is_file()):
                 continue
@@ -102,7 +103,7 @@ def discover_hecktor(root: str | Path) -> tuple[list[Case], dict[str, Outcome], 
                 Case(patient_id=pid, source=SOURCE, channels=chans, mask=mask, labels=LABELS)
             )
         if label_dir.is_dir():
-            for p in sorted(label_dir.iterdir()):
+            for p in entries(label_dir):
                 pid = p.name.split(".nii")[0]
                 if p.name.lower().endswith((".nii", ".nii.gz")) and pid not in files:
                     problems.append(
@@ -168,10 +169,9 @@ def _endpoint_fault(row: dict[str, str]) -> str | None:
         rfs = float(row["RFS"])
     except ValueError:
         return f"RFS {row['RFS']!r} is not a number of days"
-    if not math.isfinite(rfs):
-        return f"RFS {row['RFS']!r} is not finite"
-    if rfs < 0:
-        return f"RFS {row['RFS']!r} is negative"
+    fault = survival_fault(rfs)
+    if fault is not None:
+        return f"RFS {row['RFS']!r} {fault}"
     if row["Relapse"] not in ("0", "1", "0.0", "1.0"):
         return f"Relapse {row['Relapse']!r} is not 0 or 1"
     return None
@@ -196,7 +196,15 @@ def _clinical_row(
                 )
             )
             value = None
-        out[col] = value if value is None or math.isfinite(value) else None
+        fault = None if value is None else clinical_fault(col, value)
+        if fault is not None:
+            problems.append(
+                ClinicalValueError(
+                    path, f"line {line} ({row['PatientID']}): {col} {text!r} {fault}"
+                )
+            )
+            value = None
+        out[col] = value
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tumorscope.data import imagefolder
 from tumorscope.data.errors import EmptyFileError
-from tumorscope.data.layouts.base import Discovery, Layout
+from tumorscope.data.layouts.base import Discovery, Layout, entries
 from tumorscope.data.readers import IMAGE_SUFFIXES
 from tumorscope.data.types import DataError, ImageItem
 
@@ -35,7 +35,7 @@ class KaggleLayout(Layout):
         return _without_empty(*imagefolder.discover_kaggle(root))
 
     def explain_absent(self, folders: Sequence[Path]) -> str:
-        images = sum(1 for f in folders for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sum(1 for f in folders for p in entries(f) if p.suffix.lower() in IMAGE_SUFFIXES)
         return "no yes/+no/ class folders (Kaggle)" + (
             f"; {images} loose image file(s) outside such folders" if images else ""
         )

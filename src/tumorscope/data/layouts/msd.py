@@ -17,6 +17,7 @@ from typing import Any
 import tumorscope.data.layouts.dataset_json as dj
 from tumorscope.data.errors import DatasetJsonError, MissingFileError
 from tumorscope.data.layouts.base import Discovery, Layout, keep_readable
+from tumorscope.data.limits import MAX_ROWS
 from tumorscope.data.readers import is_nifti_path
 from tumorscope.data.types import Case, DataError, RegionLabels
 
@@ -43,9 +44,9 @@ class _Task:
         data = dj.read_dataset_json(root)
         self.channels = dj.channel_map(path, data.get("modality"), "modality")
         raw = data.get("labels")
-        if not isinstance(raw, dict) or not all(str(k).isdigit() for k in raw):
+        if not isinstance(raw, dict) or not all(str(k).isdecimal() for k in raw):
             raise DatasetJsonError(path, 'no \'labels\' object ({"0": "background", ...})')
-        by_value = {int(k): str(v) for k, v in raw.items()}
+        by_value = {int(k): str(v) for k, v in raw.items()}  # digits only: checked above
         self.labels: RegionLabels = dj.labels_by_value(path, by_value, f"MSD {root.name}")
         self.training = self._entries(path, data.get("training", []), with_label=True)
         self.test = self._entries(path, data.get("test", []), with_label=False)
@@ -54,6 +55,8 @@ class _Task:
         key = "training" if with_label else "test"
         if not isinstance(raw, list):
             raise DatasetJsonError(path, f"{key!r} is not a list")
+        if len(raw) > MAX_ROWS:
+            raise DatasetJsonError(path, f"{key!r} lists {len(raw)} entries, above {MAX_ROWS}")
         out: list[tuple[Path, Path | None]] = []
         for i, entry in enumerate(raw):
             image, label = (
@@ -63,7 +66,13 @@ class _Task:
             )
             if not isinstance(image, str) or (with_label and not isinstance(label, str)):
                 raise DatasetJsonError(path, f"{key}[{i}] {entry!r} does not name an image file")
-            out.append((self.root / image, self.root / label if isinstance(label, str) else None))
+            where = f"{key}[{i}]"
+            out.append(
+                (
+                    dj.inside(path, self.root, image, where),
+                    dj.inside(path, self.root, label, where) if isinstance(label, str) else None,
+                )
+            )
         return out
 
     def case(self, image: Path, label: Path | None) -> Case:

@@ -22,7 +22,7 @@ from tumorscope.data.errors import (
     MissingChannelError,
     MissingFileError,
 )
-from tumorscope.data.layouts.base import Discovery, Layout, keep_readable
+from tumorscope.data.layouts.base import Discovery, Layout, entries, keep_readable
 from tumorscope.data.types import Case, DataError, RegionLabels
 
 SOURCE = "nnunet"
@@ -50,7 +50,7 @@ class _Dataset:
     def files(self, folder: Path) -> dict[str, dict[int, Path]]:
         """Case id → channel index → file, for the images in ``folder``."""
         out: dict[str, dict[int, Path]] = {}
-        for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        for p in entries(folder):
             m = self._file.match(p.name)
             if m and p.is_file():
                 out.setdefault(m.group("case"), {})[int(m.group("index"))] = p

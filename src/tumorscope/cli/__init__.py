@@ -1,0 +1,251 @@
+"""Command-line interface: thin wrappers over typed library functions.
+
+Every command parses its options, calls one library function with keyword arguments,
+and renders the result. Known errors (bad config, bad data, a file that cannot be read or
+written, too little memory, a bad option) end with exit code 2 and one line
+``error: PATH: fault``; an unexpected one with exit code 1, one line and the traceback in
+a private log file. Never a traceback on the terminal. Every piece of data printed (paths,
+table values, error texts) passes through :func:`tumorscope.text.printable` and is never
+read as rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from tumorscope import DISCLAIMER
+from tumorscope.cli.boundary import (
+    friendly_errors,
+    print_error,
+    print_mapping,
+    report_unexpected,
+    say,
+    setup_logging,
+    stdout_console,
+)
+from tumorscope.cli.data import data_app
+from tumorscope.cli.options import ConfigOpt, OverwriteOpt, SetOpt
+from tumorscope.text import printable
+
+app = typer.Typer(
+    name="tumorscope",
+    help=f"Find, outline and predict the outcome of tumours in medical images. {DISCLAIMER}",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+@app.command()
+@friendly_errors
+def info(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Also print this config, resolved.")
+    ] = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Versions, threads, bf16 support and (optionally) a resolved config."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
+    from tumorscope.config import load_config
+    from tumorscope.runtime import runtime_info
+
+    facts = runtime_info().as_dict()
+    resolved = load_config(config, set_ or []).to_dict() if config else None
+    if as_json:
+        stdout_console().print_json(json.dumps({"runtime": facts, "config": resolved}))
+        return
+    table = Table(title="tumorscope", show_header=False)
+    for k, v in facts.items():
+        table.add_row(Text(printable(k)), Text(printable(str(v))))
+    stdout_console().print(table)
+    if resolved is not None:
+        # deferred: the command's own modules (torch, nibabel) load only when it runs
+        import yaml
+
+        say(yaml.safe_dump(resolved, sort_keys=False))
+    stdout_console().print(f"[dim]{DISCLAIMER}[/]")
+
+
+@app.command()
+@friendly_errors
+def train(
+    config: ConfigOpt,
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Data folder(s); repeatable.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run in --out.")
+    ] = False,
+    set_: SetOpt = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Training processes (DDP on CPU: gloo).")
+    ] = 1,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Preprocessing cache folder.")
+    ] = None,
+) -> None:
+    """Train the configured stages into RUN_DIR (validates the config before reading data)."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
+    from tumorscope.config import load_config
+
+    cfg = load_config(config, set_ or [])  # fail fast, before touching the data
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
+    from tumorscope.progress import training_progress
+    from tumorscope.training.run import train_run
+
+    with training_progress() as progress:
+        result = train_run(
+            cfg=cfg,
+            data=data,
+            out=out_dir,
+            resume=resume,
+            cache=cache,
+            nproc=nproc,
+            progress=progress,
+        )
+    print_mapping("training finished", result.summary())
+    say(f"run written to {out_dir}")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="Run folder.")],
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Data folder(s).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")],
+    split: Annotated[
+        str, typer.Option("--split", help="Split of the run's own patients to evaluate.")
+    ] = "test",
+    overwrite: OverwriteOpt = False,
+    allow_inside_input: Annotated[
+        bool,
+        typer.Option(
+            "--allow-inside-input",
+            help="Allow --out inside a --data folder (its files are still never replaced).",
+        ),
+    ] = False,
+) -> None:
+    """Evaluate a run on data; write metrics.json, report.md and plots."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
+    from tumorscope.evaluation.evaluate import evaluate_run
+
+    report = evaluate_run(
+        run=run, data=data, out=out_dir, split=split, overwrite=overwrite,
+        allow_inside_input=allow_inside_input,
+    )  # fmt: skip
+    print_mapping("evaluation", report.summary())
+    say(f"report written to {out_dir}")
+
+
+@app.command()
+@friendly_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Report or run folders to compare.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", "-d", help="Data folder(s), to evaluate run folders first."),
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Split evaluated for run folders.")
+    ] = "test",
+    margin: Annotated[
+        float, typer.Option("--margin", min=0.0, help="Non-inferiority margin for Dice.")
+    ] = 0.02,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Compare runs side by side with paired tests (DeLong, paired bootstrap, non-inferiority)."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
+    from tumorscope.evaluation.compare import compare_runs
+
+    result = compare_runs(
+        runs=runs, out=out_dir, data=data, split=split, margin=margin, overwrite=overwrite
+    )
+    say(result.markdown())
+
+
+@app.command()
+@friendly_errors
+def predict(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Images, NIfTI files, case folders or DICOM folders.")
+    ],
+    run: Annotated[Path, typer.Option("--run", help="Run folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    gate_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--gate-threshold",
+            min=0.0,
+            max=1.0,
+            help="Tumour probability under which no mask is returned (default: the run's, 0.3).",
+        ),
+    ] = None,
+    mc_samples: Annotated[
+        int,
+        typer.Option(
+            "--mc-samples", min=0, help="MC-dropout samples for uncertainty maps (0 = off)."
+        ),
+    ] = 0,
+    gradcam: Annotated[
+        bool, typer.Option("--gradcam", help="Write a Grad-CAM map per input.")
+    ] = False,
+    figure: Annotated[
+        bool, typer.Option("--figure", help="Write the six-panel figure per input.")
+    ] = False,
+    truth: Annotated[
+        list[Path] | None,
+        typer.Option("--truth", help="Ground-truth mask per input, in order (for --figure)."),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    allow_inside_input: Annotated[
+        bool,
+        typer.Option(
+            "--allow-inside-input",
+            help="Allow --out to be an input's folder (its files are still never replaced).",
+        ),
+    ] = False,
+) -> None:
+    """Predict tumour probability, mask and risk for each input."""
+    # deferred: the command's own modules (torch, nibabel) load only when it runs
+    from tumorscope.inference.cli import predict_inputs
+
+    lines = predict_inputs(
+        run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold,
+        mc_samples=mc_samples, gradcam=gradcam, figure=figure, truth=truth,
+        overwrite=overwrite, allow_inside_input=allow_inside_input,
+    )  # fmt: skip
+    for line in lines:
+        say(line)
+
+
+def main() -> None:
+    """Console-script entry point: option errors too are one ``error:`` line, exit 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # click's usage errors; the help page printed itself
+        if e.format_message():
+            print_error(e.format_message())
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(1)
+    except Exception as e:  # a failure outside a command (option parsing): still one line
+        report_unexpected(e)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

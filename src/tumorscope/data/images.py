@@ -1,0 +1,94 @@
+"""PNG/JPEG images read with their size checked from the header, before any pixel is decoded.
+
+Files are sniffed by their magic bytes, opened by Pillow restricted to the format their
+extension names, and refused from the header alone when they declare more pixels, a longer
+side or a more extreme aspect ratio than :mod:`tumorscope.data.limits` allows (an 86 KB
+PNG can declare 88 million pixels). Pillow's own decompression-bomb limit stays on and its
+warning is an error too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tumorscope.data.errors import (
+    DecompressionBombError,
+    ExtensionMismatchError,
+    NotImageError,
+    ReadError,
+    TruncatedFileError,
+)
+from tumorscope.data.limits import check_image_size
+from tumorscope.data.readers import check_file, sniff_format
+from tumorscope.data.types import DataError, ImageMeta
+
+_HEAD_BYTES = 540
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
+    """Read a PNG/JPEG image as ``(H, W)`` float32 greyscale, values as stored.
+
+    RGB(A) and palette images are converted by luminance (ITU-R 601-2, Pillow's ``"L"``);
+    16-bit greyscale keeps its range. The size is checked from the header first
+    (:func:`~tumorscope.data.limits.check_image_size`); Pillow's decompression-bomb limit
+    stays on and its warning (more than ``Image.MAX_IMAGE_PIXELS``) is an error too.
+
+    Args:
+        path: ``.png``, ``.jpg`` or ``.jpeg`` file.
+
+    Returns:
+        ``(array, meta)`` with ``meta.spacing == (1.0, 1.0)`` and an identity affine.
+
+    Raises:
+        DataError: A subclass naming the file and the fault.
+    """
+    path = Path(path)
+    check_file(path)
+    with path.open("rb") as f:
+        head = f.read(_HEAD_BYTES)
+    fmt = sniff_format(head)
+    expected = "png" if path.suffix.lower() == ".png" else "jpeg"
+    if fmt != expected:
+        if fmt is not None:
+            raise ExtensionMismatchError(
+                path, f"content is {fmt.upper()} but the extension is {path.suffix}"
+            )
+        raise NotImageError(
+            path, f"not a {expected.upper()} image (unrecognised leading bytes {head[:8].hex()})"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=[expected.upper()]) as im:
+                width, height = im.size
+                check_image_size(path, height, width)  # from the header: nothing decoded yet
+                im.load()
+                arr = _to_grey(im)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DecompressionBombError(path, f"decompression bomb refused: {e}") from None
+    except UnidentifiedImageError:
+        raise NotImageError(path, f"Pillow cannot identify the {expected.upper()} image") from None
+    except (OSError, SyntaxError, EOFError, ValueError) as e:
+        raise TruncatedFileError(path, f"image data is truncated or corrupt ({e})") from None
+    except Exception as e:  # Pillow plugins raise other types on odd files; report, never crash
+        raise ReadError(path, f"image cannot be decoded ({type(e).__name__}: {e})") from None
+    meta = ImageMeta(
+        path=path,
+        shape=(int(arr.shape[0]), int(arr.shape[1])),
+        spacing=(1.0, 1.0),
+        affine=np.eye(4),
+        original_shape=(int(arr.shape[0]), int(arr.shape[1])),
+    )
+    return arr, meta
+
+
+def _to_grey(im: Image.Image) -> np.ndarray:
+    if im.mode in ("L", "I", "F", "I;16", "I;16B", "I;16L"):
+        return np.asarray(im, dtype=np.float32)
+    return np.asarray(im.convert("L"), dtype=np.float32)
