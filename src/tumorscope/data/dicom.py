@@ -216,7 +216,11 @@ def check_series(
     for p, ds in read:
         by_uid.setdefault(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")), []).append(p)
     if len(by_uid) > 1:
-        listing = "; ".join(f"{uid}: {', '.join(p.name for p in ps)}" for uid, ps in by_uid.items())
+        # Series UIDs identify a study (PS3.15 Annex E): list the files by series, not the UIDs.
+        listing = "; ".join(
+            f"series {k + 1}: {', '.join(p.name for p in ps)}"
+            for k, ps in enumerate(by_uid.values())
+        )
         return [], [DicomSeriesError(folder, f"{len(by_uid)} series in one folder ({listing})")]
     needed = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
     missing = [p.name for p, ds in read if any(k not in ds for k in needed)]

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tumorscope.data.identity import carries_identity, identity_terms, pseudonym
 from tumorscope.data.types import DataError
 from tumorscope.fileio import OutputFolder, is_inside
 from tumorscope.inference.inputs import is_2d_input
@@ -31,14 +32,21 @@ log = logging.getLogger(__name__)
 
 
 def input_name(path: Path) -> str:
-    """``<name>`` of an input: a folder's name or a file's stem (``.nii.gz`` stripped whole)."""
+    """``<name>`` of an input: a folder's name or a file's stem (``.nii.gz`` stripped whole);
+    a pseudonym when the input is DICOM and its name carries the patient's identity."""
     name = path.name
-    if path.is_dir():
-        return name
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    if not path.is_dir():
+        name = next(
+            (
+                name[: -len(s)]
+                for s in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
+                if name.lower().endswith(s)
+            ),
+            path.stem,
+        )
+    if carries_identity(name, identity_terms(path)):
+        return pseudonym(path)
+    return name
 
 
 def output_names(
@@ -197,7 +205,9 @@ def predict_inputs(
                 failed.append(e)
                 yield f"{name}: error: {e}"
                 continue
-        doc = {**result.to_json(), "input": str(p), "run": str(run), **files}
+        # An input whose path carries the patient's identity is recorded by its pseudonym.
+        shown = str(p) if name != pseudonym(p) else f"{name} (path withheld: it names the patient)"
+        doc = {**result.to_json(), "input": shown, "run": str(run), **files}
         json_path = folder.write_json(f"{name}.json", doc, allow_nan=False)
         for w in result.warnings:
             log.warning("%s: %s", name, w)
