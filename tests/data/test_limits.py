@@ -170,3 +170,16 @@ def test_walk_skips_hidden_entries_other_names_and_deep_levels(tmp_path: Path) -
     os.symlink(root / "nothing", root / "a" / "b" / "c" / "d" / "deepest.png")
     found = [p.path for p in unreadable_entries(root, depth=5)]
     assert found == [root / "a" / "b" / "c" / "d" / "deepest.png"]
+
+
+def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path: Path) -> None:
+    import shutil
+
+    from tumorscope.data.errors import DiskSpaceError
+    from tumorscope.data.limits import check_disk_space
+
+    free = shutil.disk_usage(tmp_path).free
+    check_disk_space(tmp_path / "images.npy", 1024)  # small: fine
+    with pytest.raises(DiskSpaceError, match=r"images\.npy: needs up to .* free"):
+        check_disk_space(tmp_path / "images.npy", free * 2)
+    assert not (tmp_path / "images.npy").exists()

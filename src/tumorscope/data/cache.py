@@ -42,6 +42,7 @@ from tumorscope.config import Config
 from tumorscope.data.imagefolder import load_image
 from tumorscope.data.layout import discover, load_case
 from tumorscope.data.layouts import LAYOUTS
+from tumorscope.data.limits import check_disk_space
 from tumorscope.data.prepared import (
     CACHE_DIR,
     PREPARED_FILE,
@@ -154,6 +155,7 @@ def _alloc(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     if shape[0] == 0:  # mmap of an empty file fails; a header-only .npy is enough
         np.save(path, np.zeros(shape, dtype=dtype))
         return np.zeros(shape, dtype=dtype)
+    check_disk_space(path, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 

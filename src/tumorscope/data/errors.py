@@ -85,6 +85,10 @@ class VolumeTooLargeError(_Fault):
     :mod:`tumorscope.data.limits` allow (checked before decompressing)."""
 
 
+class DiskSpaceError(_Fault):
+    """A file about to be written needs more space than the disk has free (checked first)."""
+
+
 class ImageTooLargeError(_Fault):
     """A 2D image declares more pixels or a longer side than :mod:`tumorscope.data.limits`
     allows (checked from its header, before decoding)."""

@@ -14,6 +14,7 @@ Sizes are budgets in bytes of what decoding produces, not counts of items: a 2 M
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from tumorscope.data.errors import (
     DimensionError,
+    DiskSpaceError,
     ImageTooLargeError,
     NonFiniteVoxelError,
     ValueRangeError,
@@ -310,6 +312,20 @@ def clinical_fault(name: str, value: float) -> str | None:
     if abs(value) > MAX_CLINICAL_ABS:
         return f"is above {MAX_CLINICAL_ABS:g} in magnitude"
     return None
+
+
+def check_disk_space(path: Path, nbytes: int) -> None:
+    """Refuse to write ``nbytes`` into ``path`` when its disk has less free (a pre-flight
+    check, so a cache never fills the disk half way).
+
+    Raises:
+        DiskSpaceError: Less than ``nbytes`` free where ``path`` will be written.
+    """
+    free = shutil.disk_usage(path.parent).free
+    if nbytes > free:
+        raise DiskSpaceError(
+            path, f"needs up to {human_bytes(nbytes)} but the disk has {human_bytes(free)} free"
+        )
 
 
 def check_file_size(path: Path, limit: int, what: str) -> str | None:

@@ -49,6 +49,7 @@ from tumorscope.training.collective import SINGLE, DistContext, barrier, broadca
 from tumorscope.training.data import StageData
 from tumorscope.training.loop import ProgressFn
 from tumorscope.training.manifest import run_manifest
+from tumorscope.training.preflight import check_step_memory
 from tumorscope.training.runfolder import RunError, default_cache, open_run_dir, write_run_config
 from tumorscope.training.stages import apply_freeze, make_scheduler, param_groups, selection_metric
 
@@ -114,6 +115,7 @@ def train_in_process(
             not a run (:func:`tumorscope.training.runfolder.open_run_dir`).
         DataError: ``cache`` is not a cache folder tumorscope made (checked first, too).
     """
+    check_step_memory(cfg)  # before anything is written, built or allocated
     t0 = time.perf_counter()
     run_dir = Path(out)
     cache_dir = Path(cache) if cache else default_cache(run_dir)
