@@ -222,3 +222,21 @@ def test_specks_outside_the_brain_do_not_move_the_crop() -> None:
     img[0, 0, 0, 3] = 140.0  # a bright speck far from the brain (noise, a text marker)
     vs = preprocess_volume(dataclasses.replace(case, image=img), spec_for(), source="brats")
     assert vs.restore.box == (5, 9, 24)
+
+
+def test_statistics_of_a_large_foreground_come_from_a_bounded_subsample() -> None:
+    from tumorscope.data.intensity import MAX_STAT_VOXELS, intensity_stats
+
+    rng = np.random.default_rng(0)
+    img = rng.gamma(2.0, 50.0, size=(1, 2 * MAX_STAT_VOXELS + 1001)).astype(np.float32)
+    fg = np.ones(img.shape[1:], dtype=bool)
+    v = img[0].astype(np.float64)
+    lo, hi = np.percentile(v, (0.5, 99.5))
+    c = np.clip(v, lo, hi)
+    lo_s, hi_s, mean_s, std_s = intensity_stats(img, fg, [True], (0.5, 99.5))[0]  # type: ignore[misc]
+    np.testing.assert_allclose([lo_s, hi_s, mean_s, std_s], [lo, hi, c.mean(), c.std()], rtol=2e-3)
+    small = img[:, :1000]
+    exact = intensity_stats(small, np.ones(1000, bool), [True], (0.5, 99.5))[0]
+    s = small[0].astype(np.float64)
+    lo, hi = np.percentile(s, (0.5, 99.5))
+    assert exact == (lo, hi, float(np.clip(s, lo, hi).mean()), float(np.clip(s, lo, hi).std()))

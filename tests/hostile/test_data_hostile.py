@@ -9,6 +9,7 @@ import pathlib
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cases_data import CASE_ID, CASES, DataCase
 from runner import PEAK_RSS_BOUND_MB, TRACEBACK, CliRun, run_cli
@@ -248,3 +249,27 @@ def test_a_folder_that_cannot_be_listed_hides_nothing_else(
     assert any(p.path == blocked and "cannot be listed" in str(p) for p in problems), lines
     for path in named:  # the faults beside it are still each listed
         assert [p for p in problems if p.path == path], lines
+
+
+@pytest.mark.slow
+def test_predicting_a_volume_at_the_voxel_cap_stays_under_the_memory_bound(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """The largest volume the readers accept (2^27 voxels, 512³) is predicted within the bound."""
+    import nibabel as nib
+
+    from tumorscope.data.limits import MAX_VOXELS
+
+    side = round(MAX_VOXELS ** (1 / 3))
+    assert side**3 == MAX_VOXELS
+    vol = np.zeros((side, side, side), np.int16)
+    rng = np.random.default_rng(0)
+    q = side // 8
+    vol[q:-q, q:-q, q:-q] = rng.integers(100, 1000, size=(side - 2 * q,) * 3, dtype=np.int16)
+    path = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), path)
+    del vol
+    run = run_cli(["predict", "--run", str(tiny_run), str(path), "--out", str(tmp_path / "out")])
+    assert run.returncode == 0, run.output
+    assert (tmp_path / "out" / "big_mask.nii.gz").is_file()
+    assert run.peak_rss_mb < PEAK_RSS_BOUND_MB, run.peak_rss_mb

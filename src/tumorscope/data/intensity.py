@@ -54,6 +54,11 @@ def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float
     return fg
 
 
+# Percentiles, mean and std of larger foregrounds come from a regular subsample of at most
+# this many voxels (16 M: the statistics of a 512³ volume change in the 4th digit at most).
+MAX_STAT_VOXELS = 2**24
+
+
 def intensity_stats(
     image: np.ndarray, fg: np.ndarray, present: Sequence[bool], clip: tuple[float, float]
 ) -> list[tuple[float, float, float, float] | None]:
@@ -72,7 +77,10 @@ def intensity_stats(
         if not present[c]:
             stats.append(None)
             continue
-        vals = image[c][use].astype(np.float64)
+        vals = image[c][use]
+        if vals.size > MAX_STAT_VOXELS:  # a regular subsample bounds the float64 copies below
+            vals = vals[:: -(-vals.size // MAX_STAT_VOXELS)]
+        vals = vals.astype(np.float64)
         lo, hi = (float(v) for v in np.percentile(vals, clip))
         vals = np.clip(vals, lo, hi)
         stats.append((lo, hi, float(vals.mean()), max(float(vals.std()), 1e-6)))
