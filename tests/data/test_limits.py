@@ -183,3 +183,46 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path: P
     with pytest.raises(DiskSpaceError, match=r"images\.npy: needs up to .* free"):
         check_disk_space(tmp_path / "images.npy", free * 2)
     assert not (tmp_path / "images.npy").exists()
+
+
+def _progressive_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", progressive=True)
+    return buf.getvalue()
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path: Path) -> None:
+    from tumorscope.data.errors import ImageTooLargeError
+    from tumorscope.data.images import read_image
+    from tumorscope.data.limits import MAX_JPEG_SCANS
+
+    data = _progressive_jpeg()
+    ok = tmp_path / "ok.jpg"
+    ok.write_bytes(data)
+    arr, _ = read_image(ok)  # an ordinary progressive JPEG (6 scans) reads
+    assert arr.shape == (64, 64)
+    last = data.rindex(b"\xff\xda")  # repeat the last scan: a CPU bomb under the pixel cap
+    bomb = data[:last] + data[last:-2] * (MAX_JPEG_SCANS + 5) + b"\xff\xd9"
+    bad = tmp_path / "bomb.jpg"
+    bad.write_bytes(bomb)
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.jpg: JPEG has \d+ scans, above the cap"):
+        read_image(bad)
+
+
+def test_an_image_file_past_the_byte_cap_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tumorscope.data import images
+    from tumorscope.data.errors import ImageTooLargeError
+
+    f = tmp_path / "big.png"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 4096)
+    monkeypatch.setattr(images, "MAX_IMAGE_FILE_BYTES", 1024)
+    with pytest.raises(ImageTooLargeError, match=r"big\.png: file of .* is above the .* cap"):
+        images.read_image(f)

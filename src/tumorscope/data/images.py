@@ -18,11 +18,17 @@ from PIL import Image, UnidentifiedImageError
 from tumorscope.data.errors import (
     DecompressionBombError,
     ExtensionMismatchError,
+    ImageTooLargeError,
     NotImageError,
     ReadError,
     TruncatedFileError,
 )
-from tumorscope.data.limits import check_image_size
+from tumorscope.data.limits import (
+    MAX_IMAGE_FILE_BYTES,
+    check_image_size,
+    check_jpeg_scans,
+    human_bytes,
+)
 from tumorscope.data.readers import check_file, sniff_format
 from tumorscope.data.types import DataError, ImageMeta
 
@@ -48,6 +54,12 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     """
     path = Path(path)
     check_file(path)
+    size = path.stat().st_size
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise ImageTooLargeError(
+            path,
+            f"file of {human_bytes(size)} is above the {human_bytes(MAX_IMAGE_FILE_BYTES)} cap",
+        )
     with path.open("rb") as f:
         head = f.read(_HEAD_BYTES)
     fmt = sniff_format(head)
@@ -66,6 +78,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
             with Image.open(path, formats=[expected.upper()]) as im:
                 width, height = im.size
                 check_image_size(path, height, width)  # from the header: nothing decoded yet
+                if expected == "jpeg":
+                    check_jpeg_scans(path, path.read_bytes())
                 im.load()
                 arr = _to_grey(im)
     except DataError:

@@ -314,6 +314,27 @@ def clinical_fault(name: str, value: float) -> str | None:
     return None
 
 
+# Progressive JPEG decodes every scan over the whole image: a file of many tiny scans is a
+# CPU bomb under the pixel cap. Encoders write about 10; libjpeg-turbo's own limit is 500.
+MAX_JPEG_SCANS = 100
+# A 2D image file larger than this cannot be a 4096² PNG/JPEG of sane content.
+MAX_IMAGE_FILE_BYTES = 256 * 2**20
+
+
+def check_jpeg_scans(path: str | Path, data: bytes) -> None:
+    """Refuse a JPEG with more than :data:`MAX_JPEG_SCANS` scans (start-of-scan markers;
+    entropy-coded bytes stuff every 0xFF, so ``FF DA`` is always a marker).
+
+    Raises:
+        ImageTooLargeError: Too many scans to decode in bounded work.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise ImageTooLargeError(
+            path, f"JPEG has {scans} scans, above the cap of {MAX_JPEG_SCANS} (decoding work)"
+        )
+
+
 def check_disk_space(path: Path, nbytes: int) -> None:
     """Refuse to write ``nbytes`` into ``path`` when its disk has less free (a pre-flight
     check, so a cache never fills the disk half way).
