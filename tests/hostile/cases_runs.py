@@ -103,6 +103,12 @@ def weights_offsets_outside(run: Path, out: Path) -> Path:
     return bad
 
 
+def clinical_columns_mismatch(run: Path, out: Path) -> Path:
+    bad = _copy(run, out)
+    _edit(bad, lambda raw: raw.__setitem__("clinical_columns", ["age", "eor", "x"]))
+    return bad
+
+
 def newer_schema(run: Path, out: Path) -> Path:
     bad = _copy(run, out)
     _edit(bad, lambda raw: raw.__setitem__("schema_version", 10**6))
@@ -130,4 +136,5 @@ CASES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "weights_truncated": (weights_truncated, "lies outside the file"),
     "weights_offsets_outside": (weights_offsets_outside, "lies outside the file"),
     "newer_schema": (newer_schema, "upgrade tumorscope"),
+    "clinical_columns_mismatch": (clinical_columns_mismatch, "for a model that takes 0"),
 }

@@ -273,3 +273,41 @@ def test_predicting_a_volume_at_the_voxel_cap_stays_under_the_memory_bound(
     assert run.returncode == 0, run.output
     assert (tmp_path / "out" / "big_mask.nii.gz").is_file()
     assert run.peak_rss_mb < PEAK_RSS_BOUND_MB, run.peak_rss_mb
+
+
+@pytest.mark.slow
+def test_predicting_a_two_channel_case_at_the_byte_budget_stays_under_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A HECKTOR-style CT+PET case just under the decoded-bytes budget (2×512×512×360
+    float32 = 755 MB of the 768 MiB allowed), predicted by a PET/CT model."""
+    import nibabel as nib
+
+    from tumorscope.config import load_config
+    from tumorscope.data.limits import MAX_DECODED_BYTES
+    from tumorscope.inference.predictor import Predictor
+
+    shape = (512, 512, 360)
+    assert 2 * 4 * np.prod(shape) <= MAX_DECODED_BYTES
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    cfg = load_config(
+        configs / "petct.yaml",
+        ["model.base_channels=8", "model.depth=3", "model.clinical_features=0"],
+    )
+    run = Predictor.from_config(cfg, calibration={"gate_threshold": 0.0}).save(tmp_path / "run")
+    case = tmp_path / "case"
+    case.mkdir()
+    rng = np.random.default_rng(0)
+    ct = np.full(shape, -1000, np.int16)
+    ct[64:448, 64:448, :] = rng.integers(-100, 200, size=(384, 384, 360), dtype=np.int16)
+    aff = np.diag([0.98, 0.98, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(ct, aff), case / "HK-001__CT.nii")
+    del ct
+    nib.save(
+        nib.Nifti1Image(rng.gamma(1.5, 1.0, size=shape).astype(np.float32), aff),
+        case / "HK-001__PT.nii",
+    )
+    run_ = run_cli(["predict", "--run", str(run), str(case), "--out", str(tmp_path / "out")])
+    assert run_.returncode == 0, run_.output
+    assert (tmp_path / "out" / "case_mask.nii.gz").is_file()
+    assert run_.peak_rss_mb < PEAK_RSS_BOUND_MB, run_.peak_rss_mb

@@ -48,3 +48,16 @@ def test_a_step_beyond_memory_is_refused_before_the_run_folder_exists(
         train_run(cfg=cfg, data=[synth_brain], out=out)
     assert not out.exists()
     check_step_memory(load_config(CONFIGS / "demo.yaml"), available=24 * 2**30)  # the demo fits
+
+
+def test_clinical_features_that_do_not_match_the_data_fail_before_training(
+    synth_brain: Path, tmp_path: Path
+) -> None:
+    from tumorscope.config import ConfigError
+    from tumorscope.training.data import StageData
+
+    cfg = load_config(CONFIGS / "tiny.yaml", ["model.clinical_features=99"])
+    with pytest.raises(
+        ConfigError, match=r"model\.clinical_features: 99, but the data has \d+ clinical"
+    ):
+        StageData.build(data=[synth_brain], cfg=cfg, cache=tmp_path / "cache")

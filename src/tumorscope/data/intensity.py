@@ -39,8 +39,12 @@ def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float
             fg |= x > lo + threshold * (hi - lo)
     labels, n = ndimage.label(fg)
     if n > 1:
-        sizes = np.bincount(labels.reshape(-1))[1:]
-        fg = labels == int(np.argmax(sizes)) + 1
+        # Counted a slab at a time: bincount casts to int64, a full-volume copy at once.
+        sizes = np.zeros(n + 1, dtype=np.int64)
+        for a in range(0, labels.shape[0], 16):
+            sizes += np.bincount(labels[a : a + 16].reshape(-1), minlength=n + 1)
+        fg = labels == int(np.argmax(sizes[1:])) + 1
+        del labels
     if fg.ndim == 2:
         return np.asarray(ndimage.binary_fill_holes(fg), dtype=bool)
     box = ndimage.find_objects(fg.astype(np.uint8))
@@ -72,14 +76,17 @@ def intensity_stats(
         clip: Lower and upper percentiles (0–100).
     """
     use = fg if fg.any() else np.ones_like(fg)
+    n_use = int(np.count_nonzero(use))
     stats: list[tuple[float, float, float, float] | None] = []
     for c in range(image.shape[0]):
         if not present[c]:
             stats.append(None)
             continue
-        vals = image[c][use]
-        if vals.size > MAX_STAT_VOXELS:  # a regular subsample bounds the float64 copies below
-            vals = vals[:: -(-vals.size // MAX_STAT_VOXELS)]
+        if n_use > MAX_STAT_VOXELS:  # a regular subsample of the grid: no full-size copy
+            k = -(-n_use // MAX_STAT_VOXELS)
+            vals = image[c].reshape(-1)[::k][use.reshape(-1)[::k]]
+        else:
+            vals = image[c][use]
         vals = vals.astype(np.float64)
         lo, hi = (float(v) for v in np.percentile(vals, clip))
         vals = np.clip(vals, lo, hi)

@@ -251,8 +251,16 @@ def preprocess_volume(
     )
 
 
+# Slices resized back at a time: bounds the transient to RESTORE_CHUNK full-size slices.
+RESTORE_CHUNK = 16
+
+
 def restore_volume(
-    slice_probs: np.ndarray, slices: VolumeSlices, shape: Sequence[int]
+    slice_probs: np.ndarray,
+    slices: VolumeSlices,
+    shape: Sequence[int],
+    *,
+    threshold: float | None = None,
 ) -> np.ndarray:
     """Map per-slice predictions back onto the canonical volume grid.
 
@@ -261,23 +269,29 @@ def restore_volume(
             of ``slices.slice_index``.
         slices: The :class:`VolumeSlices` the predictions were made on.
         shape: Canonical spatial shape ``(X, Y, Z)``.
+        threshold: When given, return the binary masks ``map >= threshold`` as uint8
+            (a quarter of the memory of the float maps, never held in full).
 
     Returns:
-        ``(R, X, Y, Z)`` float32; slices not predicted are 0.
+        ``(R, X, Y, Z)`` float32 (uint8 with ``threshold``); slices not predicted are 0.
     """
     X, Y, Z = (int(s) for s in shape)
     n, r = slice_probs.shape[:2]
     if n != slices.slice_index.size:
         raise ValueError(f"{n} slice maps for {slices.slice_index.size} slices")
-    out = np.zeros((r, X, Y, Z), dtype=np.float32)
+    out = np.zeros((r, X, Y, Z), dtype=np.float32 if threshold is None else np.uint8)
     r0, c0, side = slices.restore.box
     ra, rb, da, db = _overlap(r0, side, X)
     ca, cb, ea, eb = _overlap(c0, side, Y)
     if n == 0 or rb <= ra or cb <= ca:
         return out
-    canon = resize(from_display(np.asarray(slice_probs, dtype=np.float32)), side)
-    for i, zi in enumerate(slices.slice_index):
-        out[:, ra:rb, ca:cb, int(zi)] = canon[i, :, da:db, ea:eb]
+    for a in range(0, n, RESTORE_CHUNK):
+        chunk = np.asarray(slice_probs[a : a + RESTORE_CHUNK], dtype=np.float32)
+        canon = resize(from_display(chunk), side)[:, :, da:db, ea:eb]
+        if threshold is not None:
+            canon = canon >= threshold
+        for i, zi in enumerate(slices.slice_index[a : a + RESTORE_CHUNK]):
+            out[:, ra:rb, ca:cb, int(zi)] = canon[i]
     return out
 
 

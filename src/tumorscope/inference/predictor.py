@@ -362,7 +362,7 @@ class Predictor:
             p = float(probs.max())
             reason = f"patient tumour probability {p:.3f} is under the gate threshold {gate:.2f}"
             if "seg_prob" in out:
-                ungated = (restore_volume(out["seg_prob"], slices, shape) >= 0.5).astype(np.uint8)
+                ungated = restore_volume(out["seg_prob"], slices, shape, threshold=0.5)
             if "embedding" in out:
                 used = self._survival_slices(slices, probs, shape[2])
                 risk = self.risk(out["embedding"][used], clinical)

@@ -132,6 +132,11 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
                 log.warning("%s: parent run unreadable; evaluating every patient", path)
         calibration = stage_calibration(cfg.calibration.gate_threshold, parent)
         manifest = manifest.replace(splits=None if parent is None else parent.splits)
+    k, cols = cfg.model.clinical_features, list(manifest.clinical_columns)
+    if "survival" in cfg.model.heads and len(cols) != k:
+        raise DataError(
+            source, f"lists {len(cols)} clinical column(s) {cols} for a model that takes {k}"
+        )
     try:
         spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
         model = create_model(cfg.model)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tumorscope.config import Config, StageConfig
+from tumorscope.config import Config, ConfigError, StageConfig
 from tumorscope.data.batch import Batch
 from tumorscope.data.cache import load_prepared, prepare
 from tumorscope.data.dataset import SliceDataset, collate, train_samplers
@@ -52,6 +52,12 @@ class StageData:
         prepared = prepare(list(data), cfg, cache)
         for problem in prepared.problems:
             log.warning("data problem: %s", problem)
+        k, cols = cfg.model.clinical_features, list(prepared.clinical_columns)
+        if "survival" in cfg.model.heads and k > 0 and len(cols) != k:
+            raise ConfigError(
+                f"model.clinical_features: {k}, but the data has {len(cols)} clinical "
+                f"column(s) {cols}; set it to {len(cols)} (or 0 for none)"
+            )
         return cls(prepared=prepared, cfg=cfg)
 
     @classmethod
