@@ -19,7 +19,6 @@ import io
 import json
 import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,18 +103,8 @@ def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None
     # deferred: torch is heavy, and the NIfTI/PNG/JSON writers (synthetic data) do not need it
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_via(path, lambda tmp: save_file(cpu, str(tmp)))
 
 
 def atomic_write_via(path: Path, write: Callable[[Path], object]) -> None:
