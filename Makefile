@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: install demo demo-petct test test-fast lint bench bench-quick audit clean
+.PHONY: install demo demo-petct test test-fast lint bench bench-quick bench-long audit clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python benchmarks/run_all.py --quick
+
+bench-long: install  # long runs (the checkpoint kill trials), not part of `make bench`
+	$(BIN)/python benchmarks/run_all.py --long --out bench-out/long
 
 # Known vulnerabilities of the pinned packages (pip-audit in its own venv; needs the
 # vulnerability service on the network, so it is not part of CI).

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu
 
 
 def _write_fallback(
@@ -241,7 +242,7 @@ def main() -> None:
             cmd += ["--config", str(args.config), "--batch-size", str(args.batch_size)]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             result["iterate"][reader] = json.loads(res.stdout.strip().splitlines()[-1])
-        print(json.dumps(result))
+        print(json.dumps({**result, "cpu": cpu()}))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu
+
 WRITER = """
 import sys, torch
 from pathlib import Path
@@ -125,7 +127,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 trials")
     parser.add_argument("--full", action="store_true", help="50 trials (the default)")
     args = parser.parse_args()
-    print(json.dumps(run(5 if args.quick else args.trials)))
+    print(json.dumps({**run(5 if args.quick else args.trials), "cpu": cpu()}))
 
 
 if __name__ == "__main__":

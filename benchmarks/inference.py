@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import cpu
 
 from tumorscope.config import config_from_dict, load_config
 from tumorscope.inference.predictor import Predictor
@@ -193,7 +194,7 @@ def main() -> None:
     costs = measure_costs(predictor.model, s, 16, samples=20, repeats=1 if args.quick else 3)
     figures["mc_dropout_20_over_1_pass"] = round(costs["mc_cost_ratio"], 2)
     figures["gradcam_over_1_pass"] = round(costs["gradcam_cost_ratio"], 2)
-    print(json.dumps(figures))
+    print(json.dumps({**figures, "cpu": cpu()}))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import statistics
 import time
 
 import torch
+from machine import cpu
 from torch.utils.flop_counter import FlopCounterMode
 
 from tumorscope.models.registry import MODEL_SIZES, create_model, size_config
@@ -57,7 +58,7 @@ def main() -> None:
         "threads": args.threads,
         "sizes": {size: measure(size, reps) for size in MODEL_SIZES},
     }
-    print(json.dumps(result))
+    print(json.dumps({**result, "cpu": cpu()}))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""tumorscope against peers trained in the same run, on the same data, with the same steps.
+"""tumorscope against peers trained in the same run, on the same data, for the same CPU time.
 
-Prints one JSON object on its last stdout line and writes ``bench-out/peers.json`` and
-``bench-out/peers.md``. ``--quick`` runs a small version (tiny volumes, few steps, one
-seed, two folds).
+Prints one JSON object on its last stdout line and writes ``bench-out/peers.json``,
+``bench-out/peers.md`` and ``bench-out/peers-state.json`` (every collected prediction;
+``--from-state`` re-summarises it without training). ``--quick`` runs a small version.
 
     python benchmarks/peers.py [--quick] [--out bench-out] [--work DIR]
 
-Data: the ``standard`` synthetic preset, brain MRI (FLAIR only, as the demo) + a
-Kaggle-style folder. Peers (all on the same training patients of each seed):
+Data: the ``standard`` synthetic preset, brain MRI (FLAIR only, as the demo), a
+Kaggle-style training folder and a fixed 2D test set from its own seed stream with
+``strata.csv`` (contrast, plane, skull, offset). Peers (all on the same patients):
 
 1. tumorscope multi-task (``configs/demo.yaml``, stages scaled by ``step_scale``);
 2. MONAI ``BasicUNet`` + ``DiceCELoss``, segmentation only;
@@ -16,11 +17,19 @@ Kaggle-style folder. Peers (all on the same training patients of each seed):
 5. tumorscope single-task runs (``seg_only``, ``cls_only``, ``surv_only``);
 6. the oracle C-index (true log-hazard of the generator).
 
-Every image model gets ``image_steps`` optimisation steps (the demo's seg_warmup + cls_head
-+ joint) at the same batch size and precision (bf16 autocast where supported); survival
-refits get the demo's ``surv_head`` steps. Survival figures are out-of-fold over
-``folds`` patient-level folds (seed 0); the others are over ``seeds`` seeds on each seed's
-test split, compared as paired patient-level bootstraps.
+The rules (``benchmarks/budget.py``): tumorscope's whole training (every stage, its
+validation passes, survival refit and calibration) is measured on one CPU timer, and its
+CPU seconds are every other model's budget. Each peer's step count is planned from a
+probe training in the same run, timed step by step on the same timer with the same
+overheads (its own validation pass included), and then fixed for every seed. Every model uses its
+recipe's learning rate (no LR sweep for anyone), warms up over ``WARMUP_FRACTION`` of its
+steps and keeps its last weights; every segmentation peer gets tumorscope's gate and
+post-processing, and Dice is reported gated and ungated. Image figures are over ``seeds``
+seeds on one fixed test split (``data.split_seed`` 0) and the fixed 2D test set; survival
+figures are out of fold over ``folds`` folds × ``repeats`` split seeds. Comparisons are
+paired patient-level bootstraps with a verdict from the CI (``better`` /
+``non_inferior`` at ``MARGINS`` / ``worse`` / ``undecided``). Seed 0 of every image
+model is also evaluated at 25 % and 50 % of its steps (the learning curve).
 """
 
 from __future__ import annotations
@@ -28,10 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +51,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from budget import CpuTimer, StepPlan, plan_steps  # noqa: E402
 from peers_lib import (  # noqa: E402
+    CURVE_FRACTIONS,
+    WARMUP_FRACTION,
     Budget,
     PeerPredictor,
     compare,
     cox_risk,
+    curve_steps,
     figure_ci,
     markdown,
     ms_per_slice,
@@ -59,26 +73,42 @@ log = logging.getLogger("peers")
 
 QUICK = Budget(
     patients=16,
-    kaggle=40,
+    kaggle=24,
+    kaggle_test=16,
     shape=(48, 56, 40),
     image_size=32,
     step_scale=0.01,
-    seeds=1,
+    seeds=2,
     folds=2,
+    repeats=2,
     n_boot=200,
+    curve_patients=2,
+    probe_steps=6,
 )
 FULL = Budget(
-    patients=200,
-    kaggle=200,
-    shape=(120, 144, 96),
-    image_size=128,
-    step_scale=0.12,
-    seeds=3,
+    patients=120,
+    kaggle=160,
+    kaggle_test=200,
+    shape=(96, 112, 72),
+    image_size=96,
+    step_scale=0.08,
+    seeds=5,
     folds=5,
+    repeats=3,
     n_boot=500,
+    curve_patients=12,
+    probe_steps=24,
 )
 TIMED_SLICES = 16  # slices of one test volume timed per peer (best of 3 passes)
-NI_MARGIN = 0.02  # non-inferiority margin on Dice (multi-task vs seg_only)
+# Non-inferiority margins of the verdicts, in each metric's units.
+MARGINS = {
+    "dice": 0.02,
+    "dice_ungated": 0.02,
+    "hd95_mm": 2.0,
+    "slice_auc": 0.02,
+    "kaggle_auc": 0.02,
+    "c_index_harrell": 0.02,
+}
 LABELS = {
     "tumorscope": "tumorscope multi-task (one model)",
     "monai_basicunet": "MONAI BasicUNet + DiceCELoss",
@@ -89,37 +119,69 @@ LABELS = {
     "surv_only": "tumorscope surv_only",
     "oracle": "oracle (true hazard)",
 }
+SEG_PEERS = ("tumorscope", "seg_only", "monai_basicunet")
+CLS_PEERS = ("tumorscope", "cls_only", "monai_densenet121")
+PLANNED = ("seg_only", "cls_only", "monai_basicunet", "monai_densenet121", "surv_only")
+MONAI = {"monai_basicunet": "seg_only", "monai_densenet121": "cls_only"}
+STRATA = ("contrast", "plane", "skull", "offset")
+NEAR_MM = 10.0  # offset stratum: |plane offset| up to this is "near" its target
+
+
+def offset_stratum(offset_mm: float) -> str:
+    return "near" if abs(offset_mm) <= NEAR_MM else "far"
 
 
 class Bench:
-    """State of one benchmark run: data, cache and every collected prediction."""
+    """State of one benchmark run: data, cache, plans and every collected prediction."""
+
+    # Stores keyed by tuples: kind → model → key → values.
+    KINDS = ("seg", "slices", "images", "oof", "curve_seg", "curve_slices", "curve_images")
+    PLAIN = (
+        "train_s",
+        "train_cpu",
+        "ms",
+        "folds",
+        "table",
+        "plans",
+        "target_cpu",
+        "curve_ids",
+        "strata",
+        "gate",
+        "phases",
+    )
 
     def __init__(self, budget: Budget, work: Path, extra: Sequence[str] = ()) -> None:
         self.b = budget
         self.extra = list(extra)  # --set overrides of tumorscope's multi-task runs
         self.work = work
         self.data = [work / "data"]
+        self.test2d = work / "test2d"
         self.cache = work / "cache"
-        self.seg: dict[str, dict[tuple[int, str], tuple[float, float, float]]] = {}
-        self.slices: dict[str, dict[tuple[int, str, int], tuple[float, int]]] = {}
-        self.images: dict[str, dict[tuple[int, str], tuple[float, int]]] = {}
-        self.oof: dict[str, dict[str, float]] = {}
+        self.timer = CpuTimer()  # the budget's clock: process CPU seconds
+        self.wall = CpuTimer(clock=time.perf_counter)
+        self.store: dict[str, dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]] = {
+            k: {} for k in self.KINDS
+        }
         self.train_s: dict[str, list[float]] = {}
         self.train_cpu: dict[str, list[float]] = {}
         self.ms: dict[str, float] = {}
-        self.folds: list[tuple[list[str], list[str]]] = []
+        self.folds: list[tuple[int, list[str], list[str]]] = []
         self.table: dict[str, dict[str, float]] = {}
+        self.plans: dict[str, dict[str, Any]] = {}
+        self.target_cpu = 0.0
+        self.curve_ids: list[str] = []
+        self.strata: dict[str, dict[str, Any]] = {}
+        self.gate = 0.0
+        self.phases: dict[str, float] = {}  # wall seconds of each part of the run
 
     # ------------------------------------------------------------------ state
-    KEYED = ("seg", "slices", "images")  # stores keyed by tuples
-    PLAIN = ("oof", "train_s", "train_cpu", "ms", "folds", "table")
-
     def save_state(self, path: Path) -> None:
         """Write every collected prediction as JSON (re-summarise with ``--from-state``)."""
         state: dict[str, Any] = {k: getattr(self, k) for k in self.PLAIN}
-        for k in self.KEYED:
-            store = getattr(self, k)
-            state[k] = {n: [[list(key), list(v)] for key, v in d.items()] for n, d in store.items()}
+        state["store"] = {
+            kind: {n: [[list(key), list(v)] for key, v in d.items()] for n, d in models.items()}
+            for kind, models in self.store.items()
+        }
         path.write_text(json.dumps(state))
 
     def load_state(self, path: Path) -> None:
@@ -127,110 +189,252 @@ class Bench:
         state = json.loads(path.read_text())
         for k in self.PLAIN:
             setattr(self, k, state[k])
-        self.folds = [(list(a), list(b)) for a, b in self.folds]
-        for k in self.KEYED:
-            setattr(
-                self,
-                k,
-                {n: {tuple(key): tuple(v) for key, v in rows} for n, rows in state[k].items()},
-            )
+        self.folds = [(int(r), list(a), list(b)) for r, a, b in self.folds]
+        self.store = {
+            kind: {n: {tuple(key): tuple(v) for key, v in rows} for n, rows in models.items()}
+            for kind, models in state["store"].items()
+        }
+
+    def put(self, kind: str, name: str, key: tuple[Any, ...], *values: Any) -> None:
+        self.store[kind].setdefault(name, {})[key] = values
 
     # ------------------------------------------------------------------ training
-    def cfg(self, config: str, seed: int, fold: int) -> Any:
+    def cfg(self, config: str, **kw: Any) -> Any:
         from tumorscope.config import load_config
 
         path = ROOT / "configs" / f"{config}.yaml"
-        overrides = recipe_overrides(config, self.b, seed=seed, fold=fold)
+        overrides = recipe_overrides(config, self.b, **kw)
         return load_config(path, overrides=overrides + (self.extra if config == "demo" else []))
 
-    def train_tumorscope(self, config: str, seed: int, fold: int) -> tuple[Any, dict[str, Any]]:
-        from tumorscope.inference.predictor import Predictor
+    def steps(self, name: str) -> int | None:
+        """The planned steps of a peer (None: tumorscope's recipe)."""
+        return int(self.plans[name]["steps"]) if name in self.plans else None
+
+    def snapshots(self, name: str, seed: int) -> dict[float, int]:
+        """Learning-curve fraction → run-wide snapshot step of ``name`` (seed 0 only)."""
+        total = self.b.total_steps if name == "tumorscope" else self.steps(name)
+        if seed != 0 or name == "surv_only" or total is None:
+            return {}
+        return curve_steps(total)
+
+    def fit_run(
+        self, config: str, out: Path, *, on_step: Callable[[], None] | None = None, **kw: Any
+    ) -> None:
+        """One tumorscope training into ``out`` (not timed here); ``on_step`` is called
+        after every step of the config's planned (first) stage."""
         from tumorscope.training.run import train_run
 
-        run = self.work / "runs" / f"{config}-s{seed}-f{fold}"
-        t0, c0 = time.perf_counter(), time.process_time()
-        train_run(cfg=self.cfg(config, seed, fold), data=self.data, out=run, cache=self.cache)
-        name = "tumorscope" if config == "demo" else config
-        self.train_s.setdefault(name, []).append(time.perf_counter() - t0)
-        self.train_cpu.setdefault(name, []).append(time.process_time() - c0)
-        log.info("trained %s seed %d fold %d in %.0f s", config, seed, fold, self.train_s[name][-1])
-        pred = Predictor.from_run(run)
-        if config != "demo":
-            pred = PeerPredictor(pred, keep_base=True)
-        return pred, pred.manifest.splits
+        cfg = self.cfg(config, **kw)
+        planned = cfg.stages[0].name
 
-    def train_peer(self, kind: str, seed: int) -> tuple[Any, dict[str, Any]]:
-        import torch
+        def progress(stage: str, step: int, max_steps: int, row: dict[str, float]) -> None:
+            if on_step is not None and stage == planned:
+                on_step()
+
+        train_run(cfg=cfg, data=self.data, out=out, cache=self.cache, progress=progress)
+
+    def fit_monai(
+        self,
+        kind: str,
+        *,
+        seed: int,
+        steps: int,
+        snapshots: Sequence[int] = (),
+        on_snapshot: Callable[[int, Any], None] | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> tuple[Any, Any]:
+        """One MONAI training (not timed here): ``(network, config)``."""
         from monai.networks.nets import BasicUNet, DenseNet121
 
-        from tumorscope.inference.predictor import Predictor
         from tumorscope.runtime import resolve_precision, seed_everything
         from tumorscope.training.data import StageData
 
-        config = "seg_only" if kind == "monai_basicunet" else "cls_only"
-        cfg = self.cfg(config, seed, 0)
+        cfg = self.cfg(MONAI[kind], seed=seed, fold=seed % self.b.folds, steps=steps)
         data = StageData.build(data=self.data, cfg=cfg, cache=self.cache)
-        stage = cfg.stages[0]
         seed_everything(seed)
         channels = len(cfg.data.channels)
-        net: torch.nn.Module
+        net: Any
         if kind == "monai_basicunet":
             net = BasicUNet(
                 spatial_dims=2, in_channels=channels, out_channels=len(cfg.model.regions)
             )
-            target, pos_weight = "segmentation", 1.0
         else:
             net = DenseNet121(spatial_dims=2, in_channels=channels, out_channels=1)
-            target, pos_weight = "tumour", data.tumour_pos_weight()
-        c0 = time.process_time()
-        secs = train_monai(
+        hooks = {s: (lambda n, s=s: on_snapshot(s, n)) for s in snapshots} if on_snapshot else {}
+        train_monai(
             net,
-            data.train_batches(stage, seed=seed),
-            stage,
-            target=target,
+            data,
+            cfg.stages[0],
+            seed=seed,
+            target="segmentation" if kind == "monai_basicunet" else "tumour",
             precision=resolve_precision(cfg.runtime.precision),
-            pos_weight=pos_weight,
+            snapshots=hooks,
+            on_step=on_step,
         )
-        self.train_s.setdefault(kind, []).append(secs)
-        self.train_cpu.setdefault(kind, []).append(time.process_time() - c0)
-        log.info("trained %s seed %d: %d steps in %.0f s", kind, seed, stage.max_steps, secs)
+        return net, cfg
+
+    def peer_predictor(self, kind: str, net: Any, cfg: Any) -> Any:
+        from tumorscope.inference.predictor import Predictor
+
         base = Predictor.from_config(cfg)
-        if kind == "monai_basicunet":
-            return PeerPredictor(base, seg_net=net), data.split_patients()
-        return PeerPredictor(base, cls_net=net), data.split_patients()
+        role = "seg_net" if kind == "monai_basicunet" else "cls_net"
+        return PeerPredictor(base, gate_threshold=self.gate, **{role: net})
+
+    def run_predictor(self, name: str, folder: Path) -> Any:
+        from tumorscope.inference.predictor import Predictor
+
+        pred = Predictor.from_run(folder)
+        if name == "tumorscope":
+            return pred
+        return PeerPredictor(pred, gate_threshold=self.gate, keep_base=True)
+
+    def timed(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one whole training on the shared timer (and the wall clock, for the table)."""
+        with self.timer.measure(name), self.wall.measure(name):
+            out = fn()
+        self.train_cpu.setdefault(name, []).append(self.timer.last(name))
+        self.train_s.setdefault(name, []).append(self.wall.last(name))
+        log.info(
+            "trained %s in %.0f CPU s (%.0f s wall)",
+            name,
+            self.timer.last(name),
+            self.wall.last(name),
+        )
+        return out
+
+    def plan(self) -> None:
+        """Plan every peer's steps from a probe training each, on the shared timer."""
+        probes = self.work / "probes"
+
+        def probe(name: str) -> Callable[[int, Callable[[], None]], None]:
+            def train(steps: int, tick: Callable[[], None]) -> None:
+                if name in MONAI:
+                    self.fit_monai(name, seed=0, steps=steps, on_step=tick)
+                    return
+                out = probes / f"{name}-{steps}"
+                shutil.rmtree(out, ignore_errors=True)
+                self.fit_run(name, out, seed=0, fold=0, steps=steps, on_step=tick)
+                shutil.rmtree(out, ignore_errors=True)
+
+            return train
+
+        for name in PLANNED:
+            p: StepPlan = plan_steps(
+                name, probe(name), self.target_cpu, self.timer, probe_steps=self.b.probe_steps
+            )
+            self.plans[name] = p.as_dict()
+            log.info(
+                "plan %s: %d steps (fixed %.1f CPU s + %.3f CPU s/step; budget %.1f)",
+                name,
+                p.steps,
+                p.fixed_seconds,
+                p.step_seconds,
+                p.target_seconds,
+            )
+
+    def train_tumorscope(self, config: str, *, seed: int, fold: int, split_seed: int = 0) -> Any:
+        """Train a tumorscope config on the shared timer; ``(predictor, splits, run)``."""
+        name = "tumorscope" if config == "demo" else config
+        run = self.work / "runs" / f"{config}-r{split_seed}-s{seed}-f{fold}"
+        snaps = self.snapshots(name, seed) if split_seed == 0 else {}
+        self.timed(
+            name,
+            lambda: self.fit_run(
+                config,
+                run,
+                seed=seed,
+                fold=fold,
+                split_seed=split_seed,
+                steps=self.steps(name),
+                snapshots=sorted(snaps.values()),
+            ),
+        )
+        pred = self.run_predictor(name, run)
+        for fraction, g in snaps.items():
+            snap = self.run_predictor(name, run / "snapshots" / f"step-{g}")
+            self.collect_curve(name, snap, pred.manifest.splits, fraction)
+        return pred, pred.manifest.splits
+
+    def train_peer(self, kind: str, seed: int) -> Any:
+        """Train a MONAI peer on the shared timer; ``(predictor, splits)``."""
+        steps = int(self.plans[kind]["steps"])
+        snaps = self.snapshots(kind, seed)
+        copies: dict[int, Any] = {}
+
+        def keep(step: int, net: Any) -> None:
+            import copy
+
+            copies[step] = copy.deepcopy(net)
+
+        net, cfg = self.timed(
+            kind,
+            lambda: self.fit_monai(
+                kind, seed=seed, steps=steps, snapshots=list(snaps.values()), on_snapshot=keep
+            ),
+        )
+        from tumorscope.training.data import StageData
+
+        splits = StageData.build(data=self.data, cfg=cfg, cache=self.cache).split_patients()
+        for fraction, step in snaps.items():
+            snap = self.peer_predictor(kind, copies[step], cfg)
+            self.collect_curve(kind, snap, splits, fraction)
+        return self.peer_predictor(kind, net, cfg), splits
 
     # ------------------------------------------------------------------ collection
-    def collect(
-        self, name: str, pred: Any, splits: dict[str, Any], seed: int, *, test: bool, oof: bool
-    ) -> None:
+    def held_out(self, pred: Any, splits: dict[str, Any], wanted: set[str], *, images: bool) -> Any:
         from tumorscope.evaluation.collect import collect_held_out
 
-        test_ids, val_ids = set(splits["test"]), set(splits["val"])
         seen = {p for ids in splits.values() for p in ids}
-        wanted = (test_ids if test else set()) | (val_ids if oof else set())
+        data = self.data + ([self.test2d] if images else [])
+        return collect_held_out(pred, data, wanted, seen)
+
+    def collect(
+        self,
+        name: str,
+        pred: Any,
+        splits: dict[str, Any],
+        seed: int,
+        *,
+        test: bool,
+        oof_repeat: int | None,
+    ) -> None:
+        """Collect test-split figures (``test``) and/or out-of-fold risks of the val fold."""
+        test_ids, val_ids = set(splits["test"]), set(splits["val"])
+        wanted = (test_ids if test else set()) | (val_ids if oof_repeat is not None else set())
         t0 = time.perf_counter()
-        held = collect_held_out(pred, self.data, wanted, seen)
+        held = self.held_out(pred, splits, wanted, images=test)
         log.info("collected %s seed %d in %.0f s", name, seed, time.perf_counter() - t0)
-        if oof:
-            self.oof.setdefault(name, {}).update(
-                {p: r for p, r in held.risk.items() if p in val_ids}
-            )
+        if oof_repeat is not None:
+            for p, r in held.risk.items():
+                if p in val_ids:
+                    self.put("oof", name, (oof_repeat, p), r)
         if not test:
             return
-        seg = self.seg.setdefault(name, {})
-        for pid, d, h in zip(held.case_ids, held.dice, held.hd95, strict=True):
-            if pid in test_ids:
-                seg[(seed, pid)] = (d, h, 0.0)
-        for i, (pid, z) in enumerate(zip(held.slice_patient, held.slice_index, strict=True)):
-            if pid in test_ids:
-                key = (seed, pid, z)
-                self.slices.setdefault(name, {})[key] = (held.slice_prob[i], held.slice_label[i])
-        for i, iid in enumerate(held.image_ids):
-            if iid in test_ids or iid not in seen:
-                key2 = (seed, f"{held.image_source[i]}:{iid}")
-                self.images.setdefault(name, {})[key2] = (held.image_prob[i], held.image_label[i])
+        self.add_images(("seg", "slices", "images"), name, seed, held, test_ids)
         if name not in self.ms and held.case_ids:
             self.ms[name] = self.time_inference(pred, held.case_ids[0])
+
+    def collect_curve(self, name: str, pred: Any, splits: dict[str, Any], fraction: float) -> None:
+        """Learning-curve figures of one snapshot on the fixed curve subset."""
+        held = self.held_out(pred, splits, set(self.curve_ids), images=True)
+        kinds = ("curve_seg", "curve_slices", "curve_images")
+        self.add_images(kinds, name, fraction, held, set(self.curve_ids))
+
+    def add_images(
+        self, kinds: tuple[str, str, str], name: str, key: Any, held: Any, patients: set[str]
+    ) -> None:
+        seg, slices, images = kinds
+        for pid, d, du, h in zip(
+            held.case_ids, held.dice, held.dice_ungated, held.hd95, strict=True
+        ):
+            if pid in patients:
+                self.put(seg, name, (key, pid), d, du, h)
+        for i, (pid, z) in enumerate(zip(held.slice_patient, held.slice_index, strict=True)):
+            if pid in patients:
+                self.put(slices, name, (key, pid, z), held.slice_prob[i], held.slice_label[i])
+        for i, iid in enumerate(held.image_ids):
+            if iid in self.strata:  # the fixed 2D test set only
+                self.put(images, name, (key, iid), held.image_prob[i], held.image_label[i])
 
     def time_inference(self, pred: Any, pid: str) -> float:
         from tumorscope.data.layout import discover, load_case
@@ -241,124 +445,189 @@ class Bench:
         slices = preprocess_volume(loaded, pred.spec, source=case.source, all_slices=True)
         return ms_per_slice(pred.forward_slices, slices.images[:TIMED_SLICES])
 
+    def read_strata(self) -> None:
+        from tumorscope.synthetic import read_strata
+
+        for row in read_strata(self.test2d / "strata.csv"):
+            iid = str(Path(row["file"]).with_suffix("").as_posix())
+            self.strata[iid] = {
+                "contrast": row["contrast"],
+                "plane": row["plane"],
+                "skull": "yes" if row["skull"] else "no",
+                "offset": offset_stratum(float(row["offset_mm"])),
+            }
+
     def run(self, *, survival_only: bool = False) -> None:
         """Train and collect every peer; ``survival_only``: tumorscope's folds and the
         survival references alone (no image peers, no single-task runs)."""
         from tumorscope.training.data import StageData
 
-        # Build the shared preprocessing cache first: no peer's training time includes it.
-        StageData.build(data=self.data, cfg=self.cfg("demo", 0, 0), cache=self.cache)
-        for seed in range(0 if survival_only else self.b.seeds):
-            for config in ("demo", "seg_only", "cls_only"):
-                pred, splits = self.train_tumorscope(config, seed, 0)
-                name = "tumorscope" if config == "demo" else config
-                self.collect(
-                    name, pred, splits, seed, test=True, oof=config == "demo" and seed == 0
-                )
-                if config == "demo" and seed == 0:
-                    self.folds.append((list(splits["train"]), list(splits["val"])))
-            for kind in ("monai_basicunet", "monai_densenet121"):
+        self.read_strata()
+        demo = self.cfg("demo", seed=0, fold=0)
+        self.gate = float(demo.calibration.gate_threshold)
+        # Build the shared preprocessing cache first: no model's training time includes it.
+        StageData.build(data=self.data, cfg=demo, cache=self.cache)
+        b = self.b
+        t0 = time.perf_counter()
+        for seed in range(0 if survival_only else b.seeds):
+            fold = seed % b.folds
+            oof = 0 if seed < b.folds else None
+            if seed == 0:  # its splits name the curve patients before its snapshots are read
+                self.curve_ids = sorted(
+                    StageData.build(data=self.data, cfg=demo, cache=self.cache).split_patients()[
+                        "test"
+                    ]
+                )[: b.curve_patients]
+            pred, splits = self.train_tumorscope("demo", seed=seed, fold=fold)
+            self.collect("tumorscope", pred, splits, seed, test=True, oof_repeat=oof)
+            if oof is not None:
+                self.folds.append((0, list(splits["train"]), list(splits["val"])))
+            if seed == 0:
+                self.target_cpu = self.timer.last("tumorscope")
+                t_plan = time.perf_counter()
+                self.plan()
+                self.phases["plan"] = round(time.perf_counter() - t_plan, 1)
+            for config in ("seg_only", "cls_only"):
+                pred, splits = self.train_tumorscope(config, seed=seed, fold=fold)
+                self.collect(config, pred, splits, seed, test=True, oof_repeat=None)
+            for kind in MONAI:
                 pred, splits = self.train_peer(kind, seed)
-                self.collect(kind, pred, splits, seed, test=True, oof=False)
-        for fold in range(self.b.folds):
-            if fold > 0 or survival_only:
-                pred, splits = self.train_tumorscope("demo", 0, fold)
-                self.collect("tumorscope", pred, splits, 0, test=False, oof=True)
-                self.folds.append((list(splits["train"]), list(splits["val"])))
-            if survival_only:
-                continue
-            pred, splits = self.train_tumorscope("surv_only", 0, fold)
-            self.collect("surv_only", pred, splits, 0, test=False, oof=True)
+                self.collect(kind, pred, splits, seed, test=True, oof_repeat=None)
+        self.phases["image_seeds"] = round(time.perf_counter() - t0 - self.phases.get("plan", 0), 1)
+        t0 = time.perf_counter()
+        for repeat in range(b.repeats):
+            for fold in range(b.folds):
+                if repeat == 0 and fold < b.seeds and not survival_only:
+                    continue  # the image seeds' runs are repeat 0's folds
+                pred, splits = self.train_tumorscope(
+                    "demo", seed=fold, fold=fold, split_seed=repeat
+                )
+                self.collect("tumorscope", pred, splits, fold, test=False, oof_repeat=repeat)
+                self.folds.append((repeat, list(splits["train"]), list(splits["val"])))
+        if not survival_only:
+            for fold in range(b.folds):  # surv_only: repeat 0 (cut to fit the time budget)
+                pred, splits = self.train_tumorscope("surv_only", seed=fold, fold=fold)
+                self.collect("surv_only", pred, splits, fold, test=False, oof_repeat=0)
+        self.phases["survival"] = round(time.perf_counter() - t0, 1)
         table = radiomics_table(self.data)
-        cox: dict[str, float] = {}
-        for train, val in self.folds:
-            cox.update(cox_risk(table, train, val))
-        self.oof["radiomics_cox"] = cox
-        self.oof["oracle"] = {p: r["true_risk"] for p, r in table.items()}
+        for repeat, train, val in self.folds:
+            for p, r in cox_risk(table, train, val).items():
+                self.put("oof", "radiomics_cox", (repeat, p), r)
+        for repeat, pid in self.store["oof"].get("tumorscope", {}):
+            if pid in table:
+                self.put("oof", "oracle", (repeat, pid), table[pid]["true_risk"])
         self.table = table
 
 
 def summarise(bench: Bench) -> dict[str, Any]:
-    """Per-peer figures, paired comparisons and goals from the collected predictions."""
+    """Per-peer figures, paired comparisons, learning curve and goals from the predictions."""
     from tumorscope.metrics.classification import roc_auc
     from tumorscope.metrics.survival import harrell_c_index, uno_c_index
 
     nb = bench.b.n_boot
     mean = per_seed_mean(lambda x: float(np.mean(x)))
     auc = per_seed_mean(roc_auc)
+    st = bench.store
 
-    def seg_arrays(name: str, keys: list[Any], col: int) -> np.ndarray:
-        return np.asarray([bench.seg[name][k][col] for k in keys], dtype=np.float64)
+    def keys_of(kind: str, names: Sequence[str]) -> list[Any]:
+        sets = [set(st[kind].get(n, {})) for n in names]
+        return sorted(set.intersection(*sets)) if sets else []
 
-    def cls_arrays(store: dict[str, Any], name: str, keys: list[Any]) -> np.ndarray:
-        return np.asarray([store[name][k][0] for k in keys], dtype=np.float64)
+    def column(kind: str, name: str, keys: list[Any], col: int, dtype: Any = np.float64) -> Any:
+        return np.asarray([st[kind][name][k][col] for k in keys], dtype=dtype)
 
-    def keys_of(store: dict[str, Any], names: list[str]) -> list[Any]:
-        common = set.intersection(*(set(store.get(n, {})) for n in names))
-        return sorted(common)
+    def seeds_groups(keys: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray([k[0] for k in keys]), np.asarray([k[1] for k in keys], dtype=object)
 
     peers: dict[str, dict[str, Any]] = {n: {"label": LABELS[n]} for n in LABELS}
     comparisons: list[dict[str, Any]] = []
-    image_peers = bool(bench.seg)  # False for a --survival-only run
+    image_peers = bool(st["seg"])  # False for a --survival-only run
+    seg_cols = (("dice", 0), ("dice_ungated", 1), ("hd95_mm", 2))
     # ---- segmentation
-    for name in ("tumorscope", "seg_only", "monai_basicunet") if image_peers else ():
-        keys = keys_of(bench.seg, [name])
-        seeds = np.asarray([k[0] for k in keys])
-        groups = np.asarray([k[1] for k in keys], dtype=object)
-        for col, key in ((0, "dice"), (1, "hd95_mm")):
-            peers[name][key] = figure_ci(mean, [seg_arrays(name, keys, col), seeds], groups, nb)
+    for name in SEG_PEERS if image_peers else ():
+        keys = keys_of("seg", [name])
+        seeds, groups = seeds_groups(keys)
+        for key, col in seg_cols:
+            peers[name][key] = figure_ci(mean, [column("seg", name, keys, col), seeds], groups, nb)
     for peer in ("monai_basicunet", "seg_only") if image_peers else ():
-        keys = keys_of(bench.seg, ["tumorscope", peer])
-        seeds = np.asarray([k[0] for k in keys])
-        groups = np.asarray([k[1] for k in keys], dtype=object)
-        for col, key in ((0, "dice"), (1, "hd95_mm")):
-            a, b = seg_arrays("tumorscope", keys, col), seg_arrays(peer, keys, col)
-            c = compare(mean, a, b, [seeds], groups, n_boot=nb, lower_is_better=col == 1)
-            if peer == "seg_only" and key == "dice":
-                c["non_inferior"] = bool(
-                    np.isfinite(c["delta_ci95"][0]) and c["delta_ci95"][0] > -NI_MARGIN
-                )
+        keys = keys_of("seg", ["tumorscope", peer])
+        seeds, groups = seeds_groups(keys)
+        for key, col in seg_cols:
+            a, b = column("seg", "tumorscope", keys, col), column("seg", peer, keys, col)
+            c = compare(
+                mean,
+                a,
+                b,
+                [seeds],
+                groups,
+                n_boot=nb,
+                margin=MARGINS[key],
+                lower_is_better=key == "hd95_mm",
+            )
             comparisons.append({"metric": key, "peer": peer, **c})
-    # ---- classification: slices of test volumes, and the Kaggle-style folder
-    stores = ((bench.slices, "slice_auc"), (bench.images, "kaggle_auc")) if image_peers else ()
-    for store, key in stores:
-        for name in ("tumorscope", "cls_only", "monai_densenet121"):
-            keys = keys_of(store, [name])
-            lab = np.asarray([store[name][k][1] for k in keys])
-            seeds = np.asarray([k[0] for k in keys])
-            groups = np.asarray([k[1] for k in keys], dtype=object)
-            peers[name][key] = figure_ci(
-                auc, [cls_arrays(store, name, keys), lab, seeds], groups, nb
-            )
+    # ---- classification: slices of test volumes, and the fixed 2D test set
+    stores = (("slices", "slice_auc"), ("images", "kaggle_auc")) if image_peers else ()
+    for kind, key in stores:
+        for name in CLS_PEERS:
+            keys = keys_of(kind, [name])
+            seeds, groups = seeds_groups(keys)
+            lab = column(kind, name, keys, 1, np.int64)
+            prob = column(kind, name, keys, 0)
+            peers[name][key] = figure_ci(auc, [prob, lab, seeds], groups, nb)
+            if kind == "images":
+                peers[name]["kaggle_auc_by_stratum"] = by_stratum(
+                    bench, keys, prob, lab, seeds, groups, auc, nb
+                )
         for peer in ("monai_densenet121", "cls_only"):
-            keys = keys_of(store, ["tumorscope", peer])
-            lab = np.asarray([store["tumorscope"][k][1] for k in keys])
-            seeds = np.asarray([k[0] for k in keys])
-            groups = np.asarray([k[1] for k in keys], dtype=object)
-            a, b = cls_arrays(store, "tumorscope", keys), cls_arrays(store, peer, keys)
-            comparisons.append(
-                {"metric": key, "peer": peer, **compare(auc, a, b, [lab, seeds], groups, n_boot=nb)}
-            )
-    # ---- survival: out-of-fold risks
-    pids = sorted(set.intersection(*(set(v) for v in bench.oof.values())))
-    t = np.asarray([bench.table[p]["time"] for p in pids])
-    e = np.asarray([bench.table[p]["event"] for p in pids]).astype(bool)
-    tau = float(np.quantile(t, 0.8)) if t.size else 0.0
-    groups = np.asarray(pids, dtype=object)
+            keys = keys_of(kind, ["tumorscope", peer])
+            seeds, groups = seeds_groups(keys)
+            lab = column(kind, "tumorscope", keys, 1, np.int64)
+            a, b = column(kind, "tumorscope", keys, 0), column(kind, peer, keys, 0)
+            c = compare(auc, a, b, [lab, seeds], groups, n_boot=nb, margin=MARGINS[key])
+            comparisons.append({"metric": key, "peer": peer, **c})
+    # ---- survival: out-of-fold risks, one C-index per repeat, averaged
+    oof = st["oof"]
+    keys = keys_of("oof", [n for n in ("tumorscope", "radiomics_cox", "oracle") if n in oof])
+    t_all = np.asarray([bench.table[k[1]]["time"] for k in keys])
+    e_all = np.asarray([bench.table[k[1]]["event"] for k in keys]).astype(bool)
+    tau = float(np.quantile(t_all, 0.8)) if t_all.size else 0.0
 
     def uno(r: np.ndarray, tt: np.ndarray, ee: np.ndarray) -> float:
-        return uno_c_index(r, tt, ee, t, e, tau=tau)
+        return uno_c_index(r, tt, ee, t_all, e_all, tau=tau)
 
-    risks = {n: np.asarray([bench.oof[n][p] for p in pids]) for n in bench.oof}
-    for name, r in risks.items():
-        peers[name]["c_index_harrell"] = figure_ci(harrell_c_index, [r, t, e], groups, nb)
-        peers[name]["c_index_uno"] = figure_ci(uno, [r, t, e], groups, nb)
-    for peer in [n for n in ("radiomics_cox", "surv_only", "oracle") if n in risks]:
-        c = compare(harrell_c_index, risks["tumorscope"], risks[peer], [t, e], groups, n_boot=nb)
+    harrell = per_seed_mean(harrell_c_index)
+    uno_r = per_seed_mean(uno)
+
+    def surv_arrays(names: Sequence[str]) -> tuple[list[Any], np.ndarray, np.ndarray, list[Any]]:
+        ks = keys_of("oof", names)
+        t = np.asarray([bench.table[k[1]]["time"] for k in ks])
+        e = np.asarray([bench.table[k[1]]["event"] for k in ks]).astype(bool)
+        rep, groups = seeds_groups(ks)
+        return ks, t, e, [rep, groups]
+
+    for name in [n for n in LABELS if n in oof]:
+        ks, t, e, (rep, groups) = surv_arrays([name])
+        r = column("oof", name, ks, 0)
+        peers[name]["c_index_harrell"] = figure_ci(harrell, [r, t, e, rep], groups, nb)
+        peers[name]["c_index_uno"] = figure_ci(uno_r, [r, t, e, rep], groups, nb)
+    for peer in [n for n in ("radiomics_cox", "surv_only", "oracle") if n in oof]:
+        ks, t, e, (rep, groups) = surv_arrays(["tumorscope", peer])
+        a, b = column("oof", "tumorscope", ks, 0), column("oof", peer, ks, 0)
+        c = compare(
+            harrell, a, b, [t, e, rep], groups, n_boot=nb, margin=MARGINS["c_index_harrell"]
+        )
         comparisons.append({"metric": "c_index_harrell", "peer": peer, **c})
     for name, secs in bench.train_s.items():
         peers[name]["train_seconds"] = round(float(np.mean(secs)), 1)
         peers[name]["train_cpu_seconds"] = round(float(np.mean(bench.train_cpu[name])), 1)
+        if bench.target_cpu:
+            peers[name]["budget_ratio"] = round(
+                float(np.mean(bench.train_cpu[name])) / bench.target_cpu, 3
+            )
+    for name, plan in bench.plans.items():
+        peers[name]["steps"] = plan["steps"]
+    if bench.target_cpu:
+        peers["tumorscope"]["steps"] = bench.b.total_steps
     for name, ms in bench.ms.items():
         peers[name]["infer_ms_per_slice"] = round(ms, 2)
 
@@ -367,21 +636,86 @@ def summarise(bench: Bench) -> dict[str, Any]:
         return next(found, {})  # absent in a --survival-only run: its goals are None
 
     goals = {
-        "dice_ge_monai_basicunet": cmp("dice", "monai_basicunet").get("a_better"),
-        "slice_auc_ge_densenet121": cmp("slice_auc", "monai_densenet121").get("a_better"),
-        "kaggle_auc_ge_densenet121": cmp("kaggle_auc", "monai_densenet121").get("a_better"),
-        "c_index_ge_radiomics_cox": cmp("c_index_harrell", "radiomics_cox").get("a_better"),
+        "dice_ge_monai_basicunet": cmp("dice", "monai_basicunet").get("non_inferior"),
+        "slice_auc_ge_densenet121": cmp("slice_auc", "monai_densenet121").get("non_inferior"),
+        "kaggle_auc_ge_densenet121": cmp("kaggle_auc", "monai_densenet121").get("non_inferior"),
+        "c_index_ge_radiomics_cox": cmp("c_index_harrell", "radiomics_cox").get("non_inferior"),
         "multitask_dice_non_inferior": cmp("dice", "seg_only").get("non_inferior"),
-        "multitask_slice_auc_ge_cls_only": cmp("slice_auc", "cls_only").get("a_better"),
-        "multitask_kaggle_auc_ge_cls_only": cmp("kaggle_auc", "cls_only").get("a_better"),
+        "multitask_slice_auc_ge_cls_only": cmp("slice_auc", "cls_only").get("non_inferior"),
+        "multitask_kaggle_auc_ge_cls_only": cmp("kaggle_auc", "cls_only").get("non_inferior"),
     }
     return {
         "peers": peers,
         "comparisons": comparisons,
         "goals": goals,
-        "survival_patients": len(pids),
+        "curve": learning_curve(bench) if image_peers else [],
+        "survival_patients": len({k[1] for k in keys}),
+        "survival_rows": len(keys),
         "survival_tau_days": round(tau, 1),
     }
+
+
+def by_stratum(
+    bench: Bench,
+    keys: list[Any],
+    prob: np.ndarray,
+    lab: np.ndarray,
+    seeds: np.ndarray,
+    groups: np.ndarray,
+    auc: Callable[..., float],
+    nb: int,
+) -> dict[str, dict[str, Any]]:
+    """Kaggle AUC per value of each ``strata.csv`` column (None where one class is absent)."""
+    out: dict[str, dict[str, Any]] = {}
+    for col in STRATA:
+        values = np.asarray([bench.strata[k[1]][col] for k in keys], dtype=object)
+        out[col] = {}
+        for v in sorted(set(values.tolist())):
+            m = values == v
+            if len(set(lab[m].tolist())) < 2:
+                out[col][v] = {"value": None, "ci95": None, "n": int(np.unique(groups[m]).size)}
+                continue
+            out[col][v] = figure_ci(auc, [prob[m], lab[m], seeds[m]], groups[m], nb)
+    return out
+
+
+def learning_curve(bench: Bench) -> list[dict[str, Any]]:
+    """Dice, slice AUC and Kaggle AUC of seed 0 at each curve fraction, on the curve
+    patients and the 2D test set (point estimates; the last point is the finished model)."""
+    from tumorscope.metrics.classification import roc_auc
+
+    st = bench.store
+    ids = set(bench.curve_ids)
+
+    def figures(name: str, kinds: tuple[str, str, str], key: Any) -> dict[str, float | None]:
+        seg, slices, images = (st[k].get(name, {}) for k in kinds)
+        out: dict[str, float | None] = {}
+        if name in SEG_PEERS:
+            dice = [v[0] for k, v in seg.items() if k[0] == key and k[1] in ids]
+            out["dice"] = round(float(np.mean(dice)), 4) if dice else None
+        for metric, store in (("slice_auc", slices), ("kaggle_auc", images)):
+            if name not in CLS_PEERS:
+                continue
+            rows = [v for k, v in store.items() if k[0] == key and (store is images or k[1] in ids)]
+            score = np.asarray([v[0] for v in rows], dtype=np.float64)
+            label = np.asarray([v[1] for v in rows], dtype=np.int64)
+            both = np.unique(label).size == 2
+            out[metric] = round(float(roc_auc(score, label)), 4) if both else None
+        return out
+
+    models = [n for n in LABELS if n in st["seg"]]
+    points = sorted(
+        {k[0] for kind in ("curve_seg", "curve_images") for m in st[kind].values() for k in m}
+    )
+    curve = []
+    for fraction in [*points, 1.0]:
+        last = fraction == 1.0
+        kinds = (
+            ("seg", "slices", "images") if last else ("curve_seg", "curve_slices", "curve_images")
+        )
+        key = 0 if last else fraction
+        curve.append({"fraction": fraction, "peers": {n: figures(n, kinds, key) for n in models}})
+    return curve
 
 
 def _cpu_seconds() -> float:
@@ -423,7 +757,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     budget = QUICK if args.quick else FULL
-    from tumorscope.synthetic import synthesize
+    from tumorscope.synthetic import synthesize, synthesize_kaggle
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -432,7 +766,7 @@ def main() -> int:
         bench = Bench(budget, work, extra=args.set)
         if args.from_state is not None:
             bench.load_state(args.from_state)
-            return report(args, budget, summarise(bench), t0)
+            return report(args, bench, summarise(bench), t0)
         work.mkdir(parents=True, exist_ok=True)
         if not (work / "data" / "brats").is_dir():  # a kept --work folder reuses its data
             synthesize(
@@ -445,19 +779,27 @@ def main() -> int:
                 shape=budget.shape,
                 workers=2,
             )
+        if not bench.test2d.is_dir():
+            synthesize_kaggle(
+                count=budget.kaggle_test, out=bench.test2d, difficulty="standard", seed=0, workers=2
+            )
+        bench.phases["data"] = round(time.perf_counter() - t0, 1)
         bench.run(survival_only=args.survival_only)
         bench.save_state(args.out / "peers-state.json")
         result = summarise(bench)
-    return report(args, budget, result, t0)
+    return report(args, bench, result, t0)
 
 
-def report(args: argparse.Namespace, budget: Budget, result: dict[str, Any], t0: float) -> int:
-    """Write ``peers.json`` / ``peers.md``, print the table and the JSON line."""
-    from tumorscope.runtime import resolve_precision
+def report(args: argparse.Namespace, bench: Bench, result: dict[str, Any], t0: float) -> int:
+    """Write ``peers.json`` / ``peers.md``, print the tables and the JSON line."""
+    from tumorscope.runtime import cpu_description, resolve_precision
 
+    budget = bench.b
+    model, flags = cpu_description()
     result = {
         "benchmark": "peers",
         "quick": args.quick,
+        "cpu": {"model": model, "flags": flags},
         "tumorscope_overrides": args.set,
         "survival_only": args.survival_only,
         "data": {
@@ -466,10 +808,16 @@ def report(args: argparse.Namespace, budget: Budget, result: dict[str, Any], t0:
             "channels": ["flair"],
             "patients": budget.patients,
             "kaggle_images": budget.kaggle,
+            "kaggle_test_images": budget.kaggle_test,
             "shape": list(budget.shape),
             "image_size": budget.image_size,
+            "test_patients": len({k[1] for m in bench.store["seg"].values() for k in m}),
+            "curve_patients": bench.curve_ids,
         },
         "budget": {
+            "cpu_seconds": round(bench.target_cpu, 1),
+            "clock": "process CPU seconds (user + system, all threads) of each whole training",
+            "plans": bench.plans,
             "steps_per_image_model": budget.image_steps,
             "tumorscope_stages": {
                 s: budget.steps(s) for s in ("seg_warmup", "cls_head", "joint", "surv_head")
@@ -477,11 +825,19 @@ def report(args: argparse.Namespace, budget: Budget, result: dict[str, Any], t0:
             "surv_head_refit_steps": budget.steps("surv_head"),
             "batch_size": {"segmentation": 8, "classification": 16},
             "precision": resolve_precision("auto"),
+            "warmup_fraction": WARMUP_FRACTION,
+            "learning_rates": "each recipe's own; no LR sweep for any model",
+            "gate_threshold": bench.gate,
+            "curve_fractions": list(CURVE_FRACTIONS),
             "seeds": budget.seeds,
             "survival_folds": budget.folds,
+            "survival_repeats": budget.repeats,
+            "surv_only_repeats": 1,
             "step_scale_of_demo_recipe": budget.step_scale,
+            "margins": MARGINS,
         },
         **result,
+        "phases_seconds": bench.phases,
         "seconds": round(time.perf_counter() - t0, 1),
         "cpu_seconds": round(_cpu_seconds(), 1),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tumorscope.config import StageConfig
 from tumorscope.data.batch import Batch
 from tumorscope.data.layouts import get_layout
 from tumorscope.inference.predictor import Predictor
+from tumorscope.training.data import StageData
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +50,32 @@ class Budget:
 
     Attributes:
         patients: Synthetic volume patients.
-        kaggle: Kaggle-style 2D images.
+        kaggle: Kaggle-style 2D training images.
+        kaggle_test: Images of the fixed 2D test set (own seed stream, ``strata.csv``).
         shape: Synthetic volume grid ``(X, Y, Z)`` in voxels.
         image_size: Model input side in pixels.
-        step_scale: Fraction of the demo recipe's steps every peer gets.
+        step_scale: Fraction of the demo recipe's steps tumorscope's multi-task run gets;
+            its whole training's CPU time is every other model's budget.
         seeds: Seeds of the segmentation/classification figures.
-        folds: Cross-validation folds of the survival figures (seed 0).
+        folds: Cross-validation folds of the survival figures.
+        repeats: Repeats of the survival cross-validation (each with its own split seed).
         n_boot: Bootstrap replicates of every CI.
+        curve_patients: Test patients of the learning curve (the first, sorted).
+        probe_steps: Steps of each peer's probe training (:func:`budget.plan_steps`).
     """
 
     patients: int
     kaggle: int
+    kaggle_test: int
     shape: tuple[int, int, int]
     image_size: int
     step_scale: float
     seeds: int
     folds: int
+    repeats: int
     n_boot: int
+    curve_patients: int
+    probe_steps: int
 
     def steps(self, stage: str) -> int:
         """Steps of a demo-recipe stage under this budget (at least 2)."""
@@ -73,35 +83,74 @@ class Budget:
 
     @property
     def image_steps(self) -> int:
-        """Steps of every image model: the demo's seg_warmup + cls_head + joint."""
+        """Steps of tumorscope's image stages: the demo's seg_warmup + cls_head + joint."""
         return sum(self.steps(s) for s in IMAGE_STAGES)
 
+    @property
+    def total_steps(self) -> int:
+        """Steps of tumorscope's whole recipe, survival refit included."""
+        return sum(self.steps(s) for s in DEMO_STEPS)
 
-def recipe_overrides(config: str, budget: Budget, *, seed: int, fold: int) -> list[str]:
-    """``--set`` overrides that put a config on the budget, seed and fold.
+
+# Every model warms its LR up over this fraction of each stage's steps (the demo: 25 of 500).
+WARMUP_FRACTION = 0.05
+# Learning-curve points, as fractions of each model's steps (1.0 is the finished model).
+CURVE_FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def warmup_steps(steps: int) -> int:
+    """Warm-up steps of a stage of ``steps`` steps."""
+    return round(WARMUP_FRACTION * steps)
+
+
+def curve_steps(total: int) -> dict[float, int]:
+    """Learning-curve fraction → run-wide snapshot step, for the points before the end."""
+    return {f: max(1, round(f * total)) for f in CURVE_FRACTIONS if f < 1}
+
+
+def recipe_overrides(
+    config: str,
+    budget: Budget,
+    *,
+    seed: int,
+    fold: int,
+    split_seed: int = 0,
+    steps: int | None = None,
+    snapshots: Sequence[int] = (),
+) -> list[str]:
+    """``--set`` overrides that put a config on the budget, seed, split and fold.
 
     Args:
         config: Config stem: ``demo``, ``seg_only``, ``cls_only`` or ``surv_only``.
         budget: The run's budget.
-        seed: ``runtime.seed``.
+        seed: ``runtime.seed`` (initialisation and batches).
         fold: ``data.fold`` (validation fold).
+        split_seed: ``data.split_seed``: the test set and folds (fixed across seeds).
+        steps: Steps of a single-task config's training stage (its plan); default the
+            demo's image steps.
+        snapshots: ``runtime.snapshot_steps`` (learning curve).
     """
     out = [
         f"runtime.seed={seed}",
         f"data.fold={fold}",
         f"data.n_folds={budget.folds}",
+        f"data.split_seed={split_seed}",
         f"data.image_size={budget.image_size}",
     ]
+    if snapshots:
+        out.append(f"runtime.snapshot_steps=[{','.join(str(s) for s in snapshots)}]")
     if config == "demo":
         stages = {s: budget.steps(s) for s in DEMO_STEPS}
     else:
-        stages = {SINGLE_STAGE[config]: budget.image_steps}
+        stages = {SINGLE_STAGE[config]: steps if steps is not None else budget.image_steps}
         if config == "surv_only":
             stages["surv_head"] = budget.steps("surv_head")
-    for name, steps in stages.items():
+    for name, n in stages.items():
         # One validation, at the stage's end: the last weights are kept, as for the MONAI
         # peers (no checkpoint selection on validation data for anyone).
-        out += [f"stages.{name}.max_steps={steps}", f"stages.{name}.eval_every={steps}"]
+        out += [f"stages.{name}.max_steps={n}", f"stages.{name}.eval_every={n}"]
+        if name != "surv_head":  # the full-batch refit has no LR schedule to warm up
+            out.append(f"stages.{name}.warmup_steps={warmup_steps(n)}")
     return out
 
 
@@ -113,11 +162,13 @@ class PeerPredictor(Predictor):
 
     Used for the MONAI peers (``seg_net`` / ``cls_net`` replace the tumorscope network) and
     for tumorscope's single-task runs (``keep_base``: the run's own network, with the
-    outputs it lacks filled in). The gate is off (threshold 0): peers without a tumour head
-    return their mask as is.
+    outputs it lacks filled in). Every segmentation peer gets the same gate and
+    post-processing as tumorscope: ``gate_threshold`` is the multi-task run's, and a peer
+    without a tumour head gates on its largest segmentation probability.
 
     Args:
         base: Predictor giving preprocessing, calibration and (with ``keep_base``) network.
+        gate_threshold: The conditional-mask gate of every peer (tumorscope's).
         seg_net: ``(B, C, S, S) → (B, R, S, S)`` segmentation logits, or None.
         cls_net: ``(B, C, S, S) → (B, 1)`` tumour logit, or None.
         keep_base: Run the base network too (its outputs first, peers' override).
@@ -127,11 +178,12 @@ class PeerPredictor(Predictor):
         self,
         base: Predictor,
         *,
+        gate_threshold: float,
         seg_net: nn.Module | None = None,
         cls_net: nn.Module | None = None,
         keep_base: bool = False,
     ) -> None:
-        calibration = {**base.calibration, "gate_threshold": 0.0}
+        calibration = {**base.calibration, "gate_threshold": float(gate_threshold)}
         super().__init__(
             base.model,
             base.cfg,
@@ -174,59 +226,83 @@ class PeerPredictor(Predictor):
 
 def train_monai(
     net: nn.Module,
-    batches: Iterator[Batch],
+    data: StageData,
     stage: StageConfig,
     *,
+    seed: int,
     target: str,
     precision: str,
-    pos_weight: float = 1.0,
+    snapshots: Mapping[int, Callable[[nn.Module], None]] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> float:
-    """Train a MONAI network for ``stage.max_steps`` steps on tumorscope's own batches.
+    """Train a MONAI network for ``stage.max_steps`` steps on tumorscope's own batches,
+    then validate it once (its validation pass counts in its budget, as tumorscope's do).
 
-    Same optimiser (AdamW), LR schedule, gradient clipping and autocast as tumorscope's
-    stages; losses in fp32. Segmentation uses MONAI ``DiceCELoss`` (sigmoid) on slices with
-    a mask; classification BCE with the run's positive-class weight on labelled slices.
+    Same optimiser (AdamW), LR schedule (warm-up, cosine), gradient clipping and autocast
+    as tumorscope's stages; losses in fp32. Segmentation uses MONAI ``DiceCELoss``
+    (sigmoid) on slices with a mask; classification BCE with the run's positive-class
+    weight on labelled slices.
 
     Args:
         net: Network returning ``(B, R, S, S)`` (segmentation) or ``(B, 1)`` logits.
-        batches: ``StageData.train_batches`` of the matching single-task stage.
-        stage: Stage giving steps, LR, weight decay and clipping.
+        data: The stage data of the matching single-task config.
+        stage: Stage giving steps, LR, warm-up, weight decay and clipping.
+        seed: Seed of the batch order.
         target: ``segmentation`` or ``tumour``.
         precision: ``bf16`` or ``fp32``.
-        pos_weight: BCE positive weight (classification).
+        snapshots: Step → called with the network after that step (learning curve).
+        on_step: Called after every step (the step timer of :func:`budget.plan_steps`).
 
     Returns:
-        Training wall time in seconds.
+        The validation loss of the last weights.
     """
     from monai.losses import DiceCELoss
 
     from tumorscope.training.loop import autocast
     from tumorscope.training.stages import make_scheduler
 
+    pos_weight = data.tumour_pos_weight() if target == "tumour" else 1.0
     dice_ce = DiceCELoss(sigmoid=True)
     bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
+
+    def loss_of(y: torch.Tensor, b: Batch) -> torch.Tensor | None:
+        keep = b.has_mask if target == "segmentation" else b.has_tumour
+        if not bool(keep.any()):
+            return None
+        if target == "segmentation":
+            return dice_ce(y[keep], b.mask[keep])
+        return bce(y[keep].reshape(-1), b.tumour[keep])
+
     opt = torch.optim.AdamW(net.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
     sched = make_scheduler(opt, stage)
-    t0 = time.perf_counter()
-    for _ in range(stage.max_steps):
+    batches = data.train_batches(stage, seed=seed)
+    for step in range(1, stage.max_steps + 1):
         b = next(batches)
         net.train()
         opt.zero_grad(set_to_none=True)
         with autocast(precision):
             y = net(b.image)
-        y = y.float()
-        if target == "segmentation":
-            keep = b.has_mask
-            loss = dice_ce(y[keep], b.mask[keep])
-        else:
-            keep = b.has_tumour
-            loss = bce(y[keep].reshape(-1), b.tumour[keep])
-        loss.backward()
-        if stage.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), stage.grad_clip)
-        opt.step()
+        loss = loss_of(y.float(), b)
+        if loss is not None:
+            loss.backward()
+            if stage.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), stage.grad_clip)
+            opt.step()
         sched.step()
-    return time.perf_counter() - t0
+        if snapshots and step in snapshots:
+            snapshots[step](net)
+        if on_step is not None:
+            on_step()
+    net.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in data.val_batches(stage):
+            with autocast(precision):
+                y = net(b.image)
+            loss = loss_of(y.float(), b)
+            if loss is not None:
+                total, count = total + float(loss), count + 1
+    return total / count if count else float("nan")
 
 
 def ms_per_slice(
@@ -330,7 +406,9 @@ def per_seed_mean(metric: Callable[..., float]) -> Callable[..., float]:
         for s in np.unique(seed):
             m = seed == s
             values.append(float(metric(score[m], *(t[m] for t in targets))))
-        return float(np.nanmean(values)) if values else float("nan")
+        if not values or np.isnan(values).all():  # e.g. a resample with one class only
+            return float("nan")
+        return float(np.nanmean(values))
 
     return lifted
 
@@ -343,15 +421,20 @@ def compare(
     groups: np.ndarray,
     *,
     n_boot: int,
+    margin: float,
     lower_is_better: bool = False,
 ) -> dict[str, Any]:
     """Paired comparison of model A (tumorscope) with model B (a peer) on the same rows.
 
     Returns:
-        ``{"a", "b", "ratio", "ratio_ci95", "delta", "delta_ci95", "p", "a_better"}`` where
-        ``delta = metric(a) − metric(b)`` with a patient-level paired bootstrap CI and
-        ``ratio = metric(a) / metric(b)`` with its bootstrap CI.
+        ``{"a", "b", "ratio", "ratio_ci95", "delta", "delta_ci95", "p", "a_better",
+        "margin", "verdict", "non_inferior"}`` where ``delta = metric(a) − metric(b)`` with
+        a patient-level paired bootstrap CI, ``ratio = metric(a) / metric(b)`` with its
+        bootstrap CI, ``verdict`` from the delta's CI (:func:`budget.verdict`) and
+        ``non_inferior`` true for a ``better`` or ``non_inferior`` verdict.
     """
+    from budget import verdict
+
     from tumorscope.metrics.stats import bootstrap_ci, paired_bootstrap
 
     pb = paired_bootstrap(metric, a, b, *shared, groups=groups, n_boot=n_boot)
@@ -362,15 +445,20 @@ def compare(
 
     rc = bootstrap_ci([a, b, *shared], groups=groups, statistic=ratio, n_boot=n_boot)
     va, vb = float(metric(a, *shared)), float(metric(b, *shared))
+    ci = [round(pb.lo, 4), round(pb.hi, 4)]
+    v = verdict(ci, margin, lower_is_better=lower_is_better)
     return {
         "a": round(va, 4),
         "b": round(vb, 4),
         "ratio": round(rc.estimate, 4),
         "ratio_ci95": [round(rc.lo, 4), round(rc.hi, 4)],
         "delta": round(pb.delta, 4),
-        "delta_ci95": [round(pb.lo, 4), round(pb.hi, 4)],
+        "delta_ci95": ci,
         "p": round(pb.p, 4),
         "a_better": bool(va <= vb if lower_is_better else va >= vb),
+        "margin": margin,
+        "verdict": v,
+        "non_inferior": v in ("better", "non_inferior"),
     }
 
 
@@ -403,27 +491,34 @@ def table_cell(f: Any) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The peer table and the comparison table as Markdown."""
+    """The peer, comparison, learning-curve and 2D-strata tables as Markdown."""
     cols = [
         ("dice", "3D Dice"),
+        ("dice_ungated", "Dice ungated"),
         ("hd95_mm", "HD95 mm"),
         ("slice_auc", "slice AUC"),
-        ("kaggle_auc", "Kaggle AUC"),
+        ("kaggle_auc", "2D AUC"),
         ("c_index_harrell", "Harrell C (OOF)"),
         ("c_index_uno", "Uno C (OOF)"),
-        ("train_seconds", "train s"),
+        ("steps", "steps"),
         ("train_cpu_seconds", "train CPU s"),
+        ("budget_ratio", "of budget"),
         ("infer_ms_per_slice", "CPU ms/slice"),
     ]
     b, d = result["budget"], result["data"]
     lines = [
         f"Peers on `{d['preset']}` brain MRI (FLAIR), {d['patients']} patients "
-        f"{tuple(d['shape'])} + {d['kaggle_images']} Kaggle-style images, {d['image_size']}² "
-        f"slices; {b['steps_per_image_model']} optimisation steps per image model "
-        f"(tumorscope stages {b['tumorscope_stages']}), {b['precision']}; segmentation and "
-        f"classification over {b['seeds']} seed(s) on each seed's test split, survival "
-        f"out-of-fold over {b['survival_folds']} folds ({result['survival_patients']} patients). "
-        "95% CIs: patient-level bootstrap. tumorscope is one model; the peers are three."
+        f"{tuple(d['shape'])} + {d['kaggle_images']} Kaggle-style training images, "
+        f"{d['image_size']}² slices, {b['precision']}, on {result['cpu']['model']} "
+        f"({result['cpu']['flags']}). Budget: {b['cpu_seconds']} CPU s per model, "
+        f"tumorscope's whole training (stages {b['tumorscope_stages']}); every other "
+        "model's steps are planned from a probe training on the same CPU timer. "
+        f"Segmentation and classification over {b['seeds']} seed(s) on one fixed test split "
+        f"({d['test_patients']} patients) and a fixed 2D test set of "
+        f"{d['kaggle_test_images']} images; survival out of fold over {b['survival_folds']} "
+        f"folds × {b['survival_repeats']} repeats ({result['survival_patients']} patients; "
+        f"surv_only {b['surv_only_repeats']} repeat). 95% CIs: patient-level bootstrap. "
+        "tumorscope is one model; the peers are three."
         + (
             f" tumorscope overrides: {' '.join(result['tumorscope_overrides'])}."
             if result.get("tumorscope_overrides")
@@ -440,15 +535,53 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| tumorscope vs | metric | tumorscope | peer | ratio [95% CI] | Δ [95% CI] | p |",
-        "|---|---|---|---|---|---|---|",
+        "| tumorscope vs | metric | tumorscope | peer | Δ [95% CI] | verdict (margin) |",
+        "|---|---|---|---|---|---|",
     ]
     for c in result["comparisons"]:
-        ni = "" if "non_inferior" not in c else f" (non-inferior: {c['non_inferior']})"
         lines.append(
             f"| {c['peer']} | {c['metric']} | {c['a']:.3f} | {c['b']:.3f} | "
-            f"{c['ratio']:.3f} [{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}] | "
-            f"{c['delta']:+.3f} [{c['delta_ci95'][0]:+.3f}, {c['delta_ci95'][1]:+.3f}]{ni} | {c['p']:.3f} |"
+            f"{c['delta']:+.3f} [{c['delta_ci95'][0]:+.3f}, {c['delta_ci95'][1]:+.3f}] | "
+            f"{c['verdict']} ({c['margin']:g}) |"
         )
+    curve = result.get("curve") or []
+    if curve:
+        names = list(curve[0]["peers"])
+        heads = [(n, m) for n in names for m in curve[0]["peers"][n]]
+        lines += [
+            "",
+            "Learning curve, seed 0 (fraction of each model's steps; "
+            f"{len(d['curve_patients'])} test patients, the 2D test set):",
+            "",
+            "| fraction | " + " | ".join(f"{n} {m}" for n, m in heads) + " |",
+            "|---" * (len(heads) + 1) + "|",
+        ]
+        for row in curve:
+            cells = [row["peers"][n].get(m) for n, m in heads]
+            lines.append(
+                f"| {row['fraction']:g} | "
+                + " | ".join("–" if v is None else f"{v:.3f}" for v in cells)
+                + " |"
+            )
+    strata = {
+        n: p["kaggle_auc_by_stratum"]
+        for n, p in result["peers"].items()
+        if "kaggle_auc_by_stratum" in p
+    }
+    if strata:
+        names = list(strata)
+        lines += [
+            "",
+            "2D test set AUC per stratum (`strata.csv`):",
+            "",
+            "| stratum | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        first = strata[names[0]]
+        for col, values in first.items():
+            for v in values:
+                cells = [table_cell(strata[n][col].get(v)) for n in names]
+                n_img = first[col][v]["n"]
+                lines.append(f"| {col}={v} (n={n_img}) | " + " | ".join(cells) + " |")
     lines += ["", "Goals: " + ", ".join(f"{k}={v}" for k, v in result["goals"].items())]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -76,7 +78,7 @@ def main() -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps(result))
+    print(json.dumps({**result, "cpu": cpu()}))
     return 0
 
 

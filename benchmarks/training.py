@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +168,7 @@ def main() -> int:
             "ratio": round(rss_large / rss_small, 2),
         }
     figures["self_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps(figures))
+    print(json.dumps({**figures, "cpu": cpu()}))
     return 0
 
 

@@ -15,6 +15,7 @@ import argparse
 import json
 
 import torch
+from machine import cpu
 
 from tumorscope.inference.uncertainty import measure_costs
 from tumorscope.models.registry import create_model, size_config
@@ -36,7 +37,7 @@ def main() -> None:
         f"{s}px": measure_costs(model, s, batch, samples=args.samples, repeats=repeats)
         for s in sizes
     }
-    print(json.dumps({"model": "demo", "quick": args.quick, "results": results}))
+    print(json.dumps({"model": "demo", "quick": args.quick, "results": results, "cpu": cpu()}))
 
 
 if __name__ == "__main__":

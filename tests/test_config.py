@@ -270,3 +270,28 @@ def test_values_at_their_bounds_pass() -> None:
         }
     )
     assert cfg.runtime.seed == 2**32 - 1 and cfg.stages[0].batch_size == 1024
+
+
+def test_snapshot_steps_from_yaml_and_set_are_tuples(tmp_path: Path) -> None:
+    p = _write(tmp_path, "runtime:\n  snapshot_steps: [3, 10]\n")
+    assert load_config(p).runtime.snapshot_steps == (3, 10)
+    cfg = load_config(p, ["runtime.snapshot_steps=[10,20]"])
+    assert cfg.runtime.snapshot_steps == (10, 20)
+    assert cfg.to_dict()["runtime"]["snapshot_steps"] == [10, 20]
+    assert load_config(CONFIGS / "tiny.yaml").runtime.snapshot_steps == ()
+
+
+@pytest.mark.parametrize(
+    "value", ["[-1]", "[10, 10]", "[1.5]", "[true]", "5", f"{list(range(1, 102))}"]
+)
+def test_bad_snapshot_steps_name_the_key(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"runtime\.snapshot_steps"):
+        config_from_dict({}, [f"runtime.snapshot_steps={value}"])
+
+
+def test_split_seed_defaults_to_none_and_is_range_checked() -> None:
+    assert config_from_dict({}).data.split_seed is None
+    assert config_from_dict({}, ["data.split_seed=4294967295"]).data.split_seed == 2**32 - 1
+    for value in ("-1", "4294967296", "1.5"):
+        with pytest.raises(ConfigError, match=r"data\.split_seed"):
+            config_from_dict({}, [f"data.split_seed={value}"])

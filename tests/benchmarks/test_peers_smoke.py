@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from peers_lib import (  # noqa: E402
     Budget,
     compare,
+    curve_steps,
     per_seed_mean,
     radiomics_features,
     recipe_overrides,
@@ -24,12 +25,16 @@ from peers_lib import (  # noqa: E402
 BUDGET = Budget(
     patients=10,
     kaggle=4,
+    kaggle_test=4,
     shape=(16, 16, 16),
     image_size=32,
     step_scale=0.1,
     seeds=1,
     folds=3,
+    repeats=2,
     n_boot=50,
+    curve_patients=2,
+    probe_steps=4,
 )
 
 
@@ -55,11 +60,18 @@ def test_recipe_overrides_load_and_share_one_step_budget() -> None:
     from tumorscope.config import load_config
 
     demo = load_config(
-        ROOT / "configs" / "demo.yaml", recipe_overrides("demo", BUDGET, seed=2, fold=1)
+        ROOT / "configs" / "demo.yaml",
+        recipe_overrides("demo", BUDGET, seed=2, fold=1, split_seed=4, snapshots=[20, 40]),
     )
     image_steps = sum(s.max_steps for s in demo.stages if s.name != "surv_head")
     assert image_steps == BUDGET.image_steps == 50 + 10 + 25  # demo.yaml: 500, 100, 250
+    assert BUDGET.total_steps == image_steps + 15
     assert (demo.runtime.seed, demo.data.fold, demo.data.n_folds) == (2, 1, 3)
+    assert demo.data.split_seed == 4 and demo.runtime.snapshot_steps == (20, 40)
+    # Warm-up is the same fraction of every stage's steps; the full-batch refit has none.
+    warm = {s.name: s.warmup_steps for s in demo.stages}
+    assert warm == {"seg_warmup": 2, "cls_head": 0, "joint": 1, "surv_head": 0}
+    assert all(s.eval_every == s.max_steps for s in demo.stages)
     for config in ("seg_only", "cls_only", "surv_only"):
         # Unscaled, each single-task recipe has the demo's image steps.
         stock = load_config(ROOT / "configs" / f"{config}.yaml")
@@ -71,6 +83,17 @@ def test_recipe_overrides_load_and_share_one_step_budget() -> None:
         )
         assert cfg.stages[0].max_steps == BUDGET.image_steps
         assert cfg.data.image_size == 32
+        planned = load_config(
+            ROOT / "configs" / f"{config}.yaml",
+            recipe_overrides(config, BUDGET, seed=0, fold=0, steps=140),
+        )
+        assert planned.stages[0].max_steps == planned.stages[0].eval_every == 140
+        assert planned.stages[0].warmup_steps == 7
+
+
+def test_curve_steps_are_fractions_of_the_models_steps() -> None:
+    assert curve_steps(80) == {0.25: 20, 0.5: 40}
+    assert curve_steps(3) == {0.25: 1, 0.5: 2}
 
 
 def test_per_seed_mean_matches_sklearn() -> None:
@@ -89,11 +112,16 @@ def test_compare_identical_models_is_a_tie() -> None:
     rng = np.random.default_rng(1)
     a = rng.uniform(size=30)
     seed = np.zeros(30, dtype=int)
-    c = compare(per_seed_mean(np.mean), a, a.copy(), [seed], np.arange(30), n_boot=50)
+    m = per_seed_mean(np.mean)
+    c = compare(m, a, a.copy(), [seed], np.arange(30), n_boot=50, margin=0.02)
     assert c["delta"] == 0.0 and c["delta_ci95"] == [0.0, 0.0]
     assert c["ratio"] == pytest.approx(1.0)
-    worse = compare(per_seed_mean(np.mean), a, a - 0.1, [seed], np.arange(30), n_boot=50)
-    assert worse["delta"] == pytest.approx(0.1) and worse["a_better"]
+    assert c["verdict"] == "non_inferior" and c["non_inferior"]
+    better = compare(m, a, a - 0.1, [seed], np.arange(30), n_boot=50, margin=0.02)
+    assert better["delta"] == pytest.approx(0.1) and better["a_better"]
+    assert better["verdict"] == "better"
+    worse = compare(m, a - 0.1, a, [seed], np.arange(30), n_boot=50, margin=0.02)
+    assert worse["verdict"] == "worse" and not worse["non_inferior"]
 
 
 def test_survival_only_summary_and_state_round_trip(tmp_path: Path) -> None:
@@ -113,13 +141,13 @@ def test_survival_only_summary_and_state_round_trip(tmp_path: Path) -> None:
         p: {"time": float(t), "event": float(e), "true_risk": float(r)}
         for p, t, e, r in zip(pids, time, event, risk, strict=True)
     }
-    bench.oof = {
-        "tumorscope": dict(zip(pids, noisy.tolist(), strict=True)),
-        "radiomics_cox": dict(zip(pids, (-risk).tolist(), strict=True)),
-        "oracle": dict(zip(pids, risk.tolist(), strict=True)),
-    }
+    # Two repeats of the same out-of-fold risks: the C-index is their mean.
+    for name, values in (("tumorscope", noisy), ("radiomics_cox", -risk), ("oracle", risk)):
+        for repeat in (0, 1):
+            for p, v in zip(pids, values.tolist(), strict=True):
+                bench.put("oof", name, (repeat, p), v)
     bench.train_s, bench.train_cpu = {"tumorscope": [10.0, 12.0]}, {"tumorscope": [20.0, 22.0]}
-    bench.folds = [(pids[:20], pids[20:]), (pids[20:], pids[:20])]
+    bench.folds = [(0, pids[:20], pids[20:]), (0, pids[20:], pids[:20])]
     result = summarise(bench)
     peers = result["peers"]
     for name, r in (("tumorscope", noisy), ("oracle", risk), ("radiomics_cox", -risk)):
@@ -132,6 +160,10 @@ def test_survival_only_summary_and_state_round_trip(tmp_path: Path) -> None:
     )
     assert peers["tumorscope"]["train_seconds"] == 11.0
     assert "dice" not in peers["tumorscope"] and result["survival_patients"] == 40
+    assert result["survival_rows"] == 80
+    by = {c["peer"]: c for c in result["comparisons"]}
+    assert by["radiomics_cox"]["verdict"] == "better"
+    assert by["oracle"]["verdict"] in ("worse", "undecided")  # 40 patients: a wide CI
     assert result["goals"]["c_index_ge_radiomics_cox"] is True
     assert result["goals"]["dice_ge_monai_basicunet"] is None
     bench.save_state(tmp_path / "state.json")

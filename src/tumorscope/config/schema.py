@@ -10,6 +10,7 @@ in :mod:`tumorscope.config.loading`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import reprlib
@@ -35,6 +36,8 @@ MAX_MESSAGE = 1000
 # matched against them (channels, regions, layouts): no path separators, no leading dot.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_NAMES = 16  # channels, regions, layouts, stages
+SEED_MAX = 2**32 - 1  # numpy's legacy seeds are 32-bit
+MAX_SNAPSHOTS = 100  # runtime.snapshot_steps
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 80
@@ -116,6 +119,9 @@ class DataConfig:
         bag_patients: Patients per survival batch (patient-bag sampler).
         bag_slices: Slices per patient in a survival batch.
         max_voxels: Largest volume (voxels) a reader accepts, checked from the header.
+        split_seed: Seed of the patient splits (None: ``runtime.seed``). A fixed
+            ``split_seed`` keeps the test set and folds while ``runtime.seed`` varies
+            (nnU-Net's fixed ``splits_final.json``).
     """
 
     sources: tuple[str, ...] = ()
@@ -132,6 +138,7 @@ class DataConfig:
     bag_patients: int = 4
     bag_slices: int = 4
     max_voxels: int = 2**27
+    split_seed: int | None = None
 
     def validate(self) -> None:
         _names("data.sources", self.sources)
@@ -162,6 +169,8 @@ class DataConfig:
             "slices per survival batch; at most 1024",
         )
         _range("data.max_voxels", self.max_voxels, 1, 2**30)
+        if self.split_seed is not None:
+            _range("data.split_seed", self.split_seed, 0, SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -362,6 +371,9 @@ class RuntimeConfig:
         num_workers: Processes that preprocess volumes while the cache is built (> 1 = a pool).
         deterministic: Use deterministic algorithms (exact resume).
         checkpoint_every: Steps between resumable progress checkpoints.
+        snapshot_steps: Run-wide step counts (stages in order, each stage counting its
+            configured ``max_steps``) after which the weights are also saved to
+            ``RUN/snapshots/step-<N>/`` as a loadable checkpoint (learning curves).
     """
 
     seed: int = 0
@@ -371,10 +383,24 @@ class RuntimeConfig:
     num_workers: int = 0
     deterministic: bool = True
     checkpoint_every: int = 50
+    snapshot_steps: tuple[int, ...] = ()
 
     def validate(self) -> None:
-        _range("runtime.seed", self.seed, 0, 2**32 - 1)  # numpy's legacy seeds are 32-bit
+        _range("runtime.seed", self.seed, 0, SEED_MAX)
         _range("runtime.checkpoint_every", self.checkpoint_every, 1, 10**7)
+        steps = self.snapshot_steps
+        _check(
+            len(steps) <= MAX_SNAPSHOTS,
+            "runtime.snapshot_steps",
+            f"{len(steps)} steps; at most {MAX_SNAPSHOTS}",
+        )
+        for i, n in enumerate(steps):
+            _range(f"runtime.snapshot_steps[{i}]", n, 1, MAX_NAMES * 10**7)  # 16 stages' steps
+        _check(
+            all(a < b for a, b in itertools.pairwise(steps)),
+            "runtime.snapshot_steps",
+            f"must be strictly increasing, got {short(list(steps))}",
+        )
         _range("runtime.threads", self.threads, 0, 1024)
         _range("runtime.num_workers", self.num_workers, 0, 256)
 

@@ -213,7 +213,7 @@ def assemble(
         n_folds=d.n_folds,
         fold=d.fold,
         test_fraction=d.test_fraction,
-        seed=cfg.runtime.seed,
+        seed=d.split_seed if d.split_seed is not None else cfg.runtime.seed,
     )
     if write:
         save_splits(splits, path)

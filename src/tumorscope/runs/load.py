@@ -1,5 +1,8 @@
 """``load_run``: one loader for a finished run and for a stage checkpoint alike.
 
+A stage checkpoint is a stage's best (``RUN/stages/<name>``) or a snapshot of the weights
+after a run-wide step (``RUN/snapshots/step-<N>``, ``runtime.snapshot_steps``).
+
 A run folder describes itself (nnU-Net's trained-model folder): the manifest names the
 config, the preprocessing spec, the calibration and the sha256 of every file; this module
 reads it, verifies it and builds the backend that computes with it.
@@ -29,6 +32,7 @@ from tumorscope.runs.manifest import Calibration, RunManifest
 log = logging.getLogger(__name__)
 
 STAGES_DIR = "stages"
+SNAPSHOTS_DIR = "snapshots"
 # A stage checkpoint has no calibration of its own: it is scored with these.
 STAGE_TEMPERATURE = 1.0
 STAGE_THRESHOLD = 0.5
@@ -80,8 +84,9 @@ def read_run_manifest(folder: str | Path) -> RunManifest:
 
 
 def parent_run(folder: Path) -> Path | None:
-    """The run a stage checkpoint ``RUN/stages/<name>`` belongs to, or None."""
-    return folder.parent.parent if folder.parent.name == STAGES_DIR else None
+    """The run a stage checkpoint ``RUN/stages/<name>`` or ``RUN/snapshots/step-<N>``
+    belongs to, or None."""
+    return folder.parent.parent if folder.parent.name in (STAGES_DIR, SNAPSHOTS_DIR) else None
 
 
 def stage_calibration(gate_threshold: float, parent: RunManifest | None) -> Calibration:
@@ -102,7 +107,8 @@ def stage_calibration(gate_threshold: float, parent: RunManifest | None) -> Cali
 
 
 def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
-    """Load a finished run folder or a stage checkpoint (``RUN/stages/<name>``).
+    """Load a finished run folder or a stage checkpoint (``RUN/stages/<name>``,
+    ``RUN/snapshots/step-<N>``).
 
     Hashes are verified and nothing is unpickled. A stage checkpoint gets the calibration
     of :func:`stage_calibration` and its parent run's splits (none outside a run folder).

@@ -16,9 +16,10 @@ from tumorscope.synthetic.outcomes import draw_outcome, log_hazard
 from tumorscope.synthetic.params import AnatomyParams, LesionParams, PatientParams
 from tumorscope.synthetic.presets import Preset, check_profile, get_preset
 
-#: Seed-sequence streams: volume patients, Kaggle-image patients.
+#: Seed-sequence streams: volume patients, Kaggle-image patients, the fixed Kaggle test set.
 STREAM_VOLUMES = 0
 STREAM_KAGGLE = 1
+STREAM_KAGGLE_TEST = 2
 #: Typical stored intensity of white matter per BraTS contrast (flair, t1, t1ce, t2).
 BRAIN_GAINS: tuple[float, ...] = (450.0, 650.0, 800.0, 700.0)
 

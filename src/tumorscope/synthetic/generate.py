@@ -2,7 +2,8 @@
 
 Patients are rendered in a ``spawn`` process pool (each worker loads the MNI152 template
 once); every patient's randomness comes from its own seed, so the bytes written do not
-depend on the number of workers.
+depend on the number of workers. :func:`synthesize_kaggle` writes the fixed 2D test set
+(a Kaggle-style folder from its own seed stream, with file names that never collide).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import TypeVar
 from tumorscope.data.types import BRAIN_CHANNELS, DataError
 from tumorscope.synthetic.anatomy import BRAIN_SHAPE
 from tumorscope.synthetic.brain import render_brain
-from tumorscope.synthetic.cohort import sample_cohort
-from tumorscope.synthetic.kaggle import KaggleParams, sample_kaggle, write_kaggle
+from tumorscope.synthetic.cohort import STREAM_KAGGLE_TEST, sample_cohort
+from tumorscope.synthetic.kaggle import KaggleParams, sample_kaggle, write_kaggle, write_strata
 from tumorscope.synthetic.outcomes import oracle_c_index
 from tumorscope.synthetic.params import PatientParams
 from tumorscope.synthetic.petct import PETCT_SHAPE, render_petct
@@ -36,15 +37,15 @@ MIN_AXIS = 8
 
 @dataclass
 class SynthSummary:
-    """What :func:`synthesize` wrote.
+    """What :func:`synthesize` (or :func:`synthesize_kaggle`) wrote.
 
     Attributes:
         out: The output folder.
         profile: ``brain-mri`` or ``petct``.
         difficulty: Preset name.
         seed: Cohort seed.
-        shape: Volume grid used (CT grid for PET/CT).
-        patients: Volume patients written.
+        shape: Volume grid used (CT grid for PET/CT); ``(0, 0, 0)`` when no volumes.
+        patients: Volume patients written (0 for :func:`synthesize_kaggle`).
         kaggle_images: Kaggle-style images written.
         roots: Layout name (``brats``, ``kaggle``, ``hecktor``) → dataset root.
         files: Number of files written.
@@ -77,6 +78,11 @@ class SynthSummary:
     def __str__(self) -> str:
         roots = ", ".join(f"{k}: {v}" for k, v in self.roots.items())
         oracle = "n/a" if self.oracle_c_index is None else f"{self.oracle_c_index:.3f}"
+        if not self.patients:
+            return (
+                f"{self.kaggle_images} Kaggle images ({self.difficulty}, seed {self.seed}) → "
+                f"{roots}; {self.files} files, {self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s"
+            )
         return (
             f"{self.patients} {self.profile} patients ({self.difficulty}, seed {self.seed}, shape "
             f"{'x'.join(map(str, self.shape))}) and {self.kaggle_images} Kaggle images → {roots}; "
@@ -112,6 +118,20 @@ def _write_petct(args: tuple[PatientParams, tuple[int, int, int], Path]) -> list
 def _write_kaggle_chunk(args: tuple[list[KaggleParams], Path]) -> list[tuple[Path, int]]:
     chunk, root = args
     return [write_kaggle(kp, root) for kp in chunk]
+
+
+def _write_kaggle_folder(
+    runner: _Runner, items: list[KaggleParams], root: Path
+) -> list[tuple[Path, int]]:
+    """Render ``items`` into ``root/{yes,no}`` in chunks, then write ``root/strata.csv``."""
+    size = max(1, min(25, -(-len(items) // (4 * runner.workers))))
+    chunks = [(items[i : i + size], root) for i in range(0, len(items), size)]
+    written: list[tuple[Path, int]] = []
+    for files in runner.map(_write_kaggle_chunk, chunks):
+        written.extend(files)
+    strata = write_strata(root, items)
+    written.append((strata, strata.stat().st_size))
+    return written
 
 
 class _Runner:
@@ -177,7 +197,8 @@ def synthesize(
 
     ``brain-mri`` writes ``out/brats/`` (BraTS 2020: case folders with four contrasts and
     labels 0/1/2/4, ``survival_info.csv``, ``true_risk.csv``) and, with ``kaggle > 0``,
-    ``out/kaggle/{yes,no}/`` JPEGs from separate patients. ``petct`` writes
+    ``out/kaggle/{yes,no}/`` JPEGs from separate patients (and ``out/kaggle/strata.csv``,
+    see :func:`~tumorscope.synthetic.kaggle.strata_rows`). ``petct`` writes
     ``out/hecktor/`` (``imagesTr``, ``labelsTr``, endpoint and clinical CSVs,
     ``true_risk.csv``).
 
@@ -232,10 +253,7 @@ def synthesize(
         written.extend((p, p.stat().st_size) for p in csvs)
         if kaggle:
             items = sample_kaggle(count=kaggle, difficulty=difficulty, seed=seed)
-            size = max(1, min(25, -(-len(items) // (4 * workers))))
-            chunks = [(items[i : i + size], kroot) for i in range(0, len(items), size)]
-            for files in runner.map(_write_kaggle_chunk, chunks):
-                written.extend(files)
+            written.extend(_write_kaggle_folder(runner, items, kroot))
     summary.paths = [p for p, _ in written]
     summary.files = len(written)
     summary.bytes = sum(n for _, n in written)
@@ -243,6 +261,80 @@ def synthesize(
         summary.oracle_c_index = oracle_c_index(cohort)
     except ValueError:
         summary.oracle_c_index = None
+    summary.seconds = time.perf_counter() - t0
+    logger.debug("%s", summary)
+    return summary
+
+
+def synthesize_kaggle(
+    *,
+    count: int,
+    out: str | Path,
+    difficulty: str = "standard",
+    seed: int = 0,
+    prefix: str = "T",
+    skull_stripped: float = 0.25,
+    workers: int = 1,
+) -> SynthSummary:
+    """Write the fixed 2D test set: a Kaggle-style ``yes/``+``no/`` folder and its ``strata.csv``.
+
+    The images come from their own seed stream (``STREAM_KAGGLE_TEST``), so they are other
+    patients than the ``kaggle`` images :func:`synthesize` writes for the same seed, and their
+    names carry ``prefix`` (``TY1.jpg``, ``TN1.jpg``), so the two folders never share an
+    image id.
+
+    Args:
+        count: Images (≥ 1), half with a tumour.
+        out: The folder to write (absent or empty); it holds ``yes/``, ``no/``, ``strata.csv``.
+        difficulty: ``easy``, ``standard`` or ``hard``.
+        seed: Seed; the same seed writes the same bytes whatever ``workers`` is.
+        prefix: File-name prefix (non-empty; no path separators, no leading dot).
+        skull_stripped: Share of images without skull and scalp (the training images
+            always show them: a stratum the model never saw).
+        workers: Worker processes.
+
+    Returns:
+        A :class:`SynthSummary` with ``patients=0``, ``shape=(0, 0, 0)``,
+        ``roots={"kaggle": out}`` and ``oracle_c_index=None``.
+
+    Raises:
+        ValueError: Bad count, difficulty, prefix or workers.
+        DataError: ``out`` exists and is not empty.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if not prefix or prefix.startswith(".") or any(c in prefix for c in "/\\"):
+        raise ValueError(
+            f"prefix must be non-empty, without path separators or a leading dot, got {prefix!r}"
+        )
+    get_preset(difficulty)
+    t0 = time.perf_counter()
+    root = _fresh(Path(out))
+    items = sample_kaggle(
+        count=count,
+        difficulty=difficulty,
+        seed=seed,
+        prefix=prefix,
+        stream=STREAM_KAGGLE_TEST,
+        skull_stripped=skull_stripped,
+    )
+    with _Runner(workers) as runner:
+        written = _write_kaggle_folder(runner, items, root)
+    summary = SynthSummary(
+        out=root,
+        profile="brain-mri",
+        difficulty=difficulty,
+        seed=seed,
+        shape=(0, 0, 0),
+        patients=0,
+        kaggle_images=count,
+        roots={"kaggle": root},
+        files=len(written),
+        bytes=sum(n for _, n in written),
+        paths=[p for p, _ in written],
+    )
     summary.seconds = time.perf_counter() - t0
     logger.debug("%s", summary)
     return summary

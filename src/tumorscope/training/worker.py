@@ -10,6 +10,8 @@ Run folder contract::
     RUN_DIR/model.safetensors, manifest.json  the final, calibrated model
     RUN_DIR/stages/<name>/model.safetensors, manifest.json   best checkpoint of each stage
     RUN_DIR/stages/<name>/log.csv, tb/        CSV and TensorBoard logs
+    RUN_DIR/snapshots/step-<N>/               weights after run-wide step N (a stage checkpoint;
+                                              ``runtime.snapshot_steps``)
     RUN_DIR/progress/                         latest resumable state (optimizer, RNG, counters)
 """
 
@@ -32,6 +34,7 @@ from tumorscope.config import Config, StageConfig
 from tumorscope.losses.multitask import MultiTaskLoss
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
+from tumorscope.runs.load import SNAPSHOTS_DIR
 from tumorscope.runtime import configure_threads, resolve_precision, seed_everything
 from tumorscope.training import loop
 from tumorscope.training.calibrate import calibrate
@@ -207,11 +210,25 @@ def _run_stage(
     if ctx.is_main:
         stage_dir.mkdir(parents=True, exist_ok=True)
     train_parts = apply_freeze(model, stage)
+    # Run-wide step of this stage's step k: first + k (earlier stages count their max_steps).
+    first = sum(s.max_steps for s in cfg.stages[: state.stage_index])
+    snapshots = set(cfg.runtime.snapshot_steps)
+
+    def save(folder: Path, step: int, metrics: dict[str, float]) -> None:
+        _save_weights(
+            folder, cfg, stage, model, loss_fn, stage_data, ctx.world, step=step, metrics=metrics
+        )
+
     if stage.cohort_refit:
         # Full-batch and deterministic: every rank computes the same head; rank 0 saves it.
-        return refit_survival_head(
+        info = refit_survival_head(
             cfg, stage, model, stage_data, stage_dir, precision, progress, ctx=ctx
         )
+        # The refit has no step-wise weights here: its snapshots hold the refitted head.
+        for g in sorted(g for g in snapshots if first < g <= first + stage.max_steps):
+            if ctx.is_main:
+                save(_snapshot_dir(run_dir, g), stage.max_steps, {})
+        return info
 
     groups = param_groups(model, stage, train_parts)
     if cfg.loss.weighting == "uncertainty":
@@ -251,6 +268,7 @@ def _run_stage(
         row["lr"] = optimizer.param_groups[-1]["lr"]
         is_eval = state.step % stage.eval_every == 0 or state.step == stage.max_steps
         improved_now = False
+        metrics: dict[str, float] = {}  # of this step's validation, if any
         if is_eval and ctx.is_main:  # every rank holds the same weights; rank 0 validates
             val = loop.collect_validation(
                 model, stage_data.val_batches(stage), stage.tasks, precision
@@ -264,15 +282,15 @@ def _run_stage(
                 state.best_metrics = metrics
                 state.evals_since_best = 0
                 improved_now = True
-                _save_stage_best(
-                    cfg, stage, model, loss_fn, stage_dir, state, stage_data, ctx.world
-                )
+                save(stage_dir, state.step, metrics)
             else:
                 state.evals_since_best += 1
             stopped_early = bool(stage.patience) and state.evals_since_best >= stage.patience
         if is_eval and ctx.active:
             stopped_early = broadcast_flag(stopped_early)
         if ctx.is_main:
+            if first + state.step in snapshots:  # saved before progress: a kill replays it
+                save(_snapshot_dir(run_dir, first + state.step), state.step, metrics)
             _log_row(writer, csv_path, stage.name, state.step, row)
             if progress:
                 progress(stage.name, state.step, stage.max_steps, row)
@@ -324,21 +342,41 @@ def _log_row(writer: Any, csv_path: Path, stage: str, step: int, row: dict[str, 
             w.writerow([step, k, f"{v:.6g}"])
 
 
-def _save_stage_best(
+def _snapshot_dir(run_dir: Path, step: int) -> Path:
+    """Folder of the snapshot after run-wide step ``step``."""
+    return run_dir / SNAPSHOTS_DIR / f"step-{step}"
+
+
+def _save_weights(
+    folder: Path,
     cfg: Config,
     stage: StageConfig,
     model: MultiTaskNet,
     loss_fn: nn.Module,
-    stage_dir: Path,
-    state: _Progress,
     stage_data: StageData,
     world_size: int,
+    *,
+    step: int,
+    metrics: dict[str, float],
 ) -> None:
+    """Save the current weights as a stage checkpoint (a stage's best, or a snapshot).
+
+    Args:
+        folder: Destination checkpoint folder.
+        cfg: The experiment config.
+        stage: The stage being trained.
+        model: The network.
+        loss_fn: The multi-task loss (its learned weights are kept in the state).
+        stage_data: The prepared data (manifest facts).
+        world_size: Training processes.
+        step: The stage's step of these weights.
+        metrics: Validation metrics of these weights ({} when not validated).
+    """
     manifest = run_manifest(
-        cfg, stage_data, world_size, stage=stage.name, step=state.step, metrics=state.best_metrics
+        cfg, stage_data, world_size, stage=stage.name, step=step, metrics=metrics
     )
     save_checkpoint(
-        stage_dir,
+        folder,
         model_state=model.state_dict(),
         manifest=manifest.to_dict(),
         state={"loss": _loss_state(loss_fn)},
