@@ -3,11 +3,12 @@
 Every model of ``benchmarks/peers.py`` is trained through :meth:`CpuTimer.measure`, so the
 same clock counts the same overheads for everyone: data loading from the shared cache,
 the model's own validation passes, calibration and survival refits where a recipe has
-them. A peer's step count comes from :func:`plan_steps`: one short probe training in the
-same run, whose steps are timed one by one, gives its cost per step (the median) and its
-fixed cost (the rest of the probe); the budget left after the fixed cost is divided by the
-per-step cost. The plan (not the clock) then decides every later training, so a run is
-reproducible from its recorded step counts.
+them. A peer's step count comes from :func:`plan_steps`: a short probe training, whose
+steps are timed one by one, gives a first estimate; a second probe at that estimated
+size measures the whole training at full length (occasional slow steps, periodic
+checkpoints and validation all included); the line through the two probes' costs gives
+the steps that fill the budget. The plan (not the clock) then decides every later
+training, so a run is reproducible from its recorded step counts.
 """
 
 from __future__ import annotations
@@ -58,31 +59,32 @@ class CpuTimer:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """Steps that fit one model into a CPU budget, and the probe they came from.
+    """Steps that fit one model into a CPU budget, and the probes they came from.
 
     Attributes:
         name: The model.
         target_seconds: The budget (the reference model's whole training).
-        probe_steps: Steps of the probe training.
-        probe_seconds: Its whole measured cost.
-        step_seconds: Cost of one step: the median of the probe's step-to-step times.
+        probe_steps: Steps of the short probe and of the full-length probe.
+        probe_seconds: Their whole measured costs.
+        step_seconds: Cost of one step: the slope through the two probes.
         fixed_seconds: Cost of a training apart from its steps (setup, validation,
-            calibration): ``probe_seconds − probe_steps · step_seconds``.
+            calibration): the intercept.
         steps: Planned steps: ``(target − fixed) / step``, rounded down, at least ``min_steps``.
     """
 
     name: str
     target_seconds: float
-    probe_steps: int
-    probe_seconds: float
+    probe_steps: tuple[int, ...]
+    probe_seconds: tuple[float, ...]
     step_seconds: float
     fixed_seconds: float
     steps: int
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("target_seconds", "fixed_seconds", "probe_seconds"):
+        for k in ("target_seconds", "fixed_seconds"):
             d[k] = round(d[k], 2)
+        d["probe_seconds"] = [round(v, 2) for v in self.probe_seconds]
         d["step_seconds"] = round(d["step_seconds"], 4)
         return d
 
@@ -101,13 +103,19 @@ def plan_steps(
 ) -> StepPlan:
     """Plan the steps of ``train`` so that one whole training costs ``target_seconds``.
 
+    A short probe of ``probe_steps`` steps times every step: the mean step-to-step time
+    (the last, which holds a final validation, left out) and the rest of the probe as
+    fixed cost give a first estimate. Unless that estimate is within a few steps of the
+    probe, a second probe trains at the estimated length, and the line through the two
+    probes' whole costs gives the plan.
+
     Args:
-        name: The model (its probe is recorded as ``probe:<name>`` in ``timer``).
+        name: The model (its probes are recorded as ``probe:<name>`` in ``timer``).
         train: ``train(steps, tick)`` runs one whole training of ``steps`` steps, every
             overhead of the real training included, and calls ``tick()`` after each step.
         target_seconds: The budget.
-        timer: The shared timer (the probe runs under it, ticks read its clock).
-        probe_steps: Steps of the probe (≥ 3).
+        timer: The shared timer (the probes run under it, ticks read its clock).
+        probe_steps: Steps of the short probe (≥ 3).
         min_steps: Fewest steps planned, however small the budget.
 
     Returns:
@@ -118,20 +126,32 @@ def plan_steps(
     """
     if probe_steps < 3:
         raise ValueError(f"probe_steps must be at least 3, got {probe_steps}")
+    key = f"probe:{name}"
     ticks: list[float] = []
-    with timer.measure(f"probe:{name}"):
+    with timer.measure(key):
         train(probe_steps, lambda: ticks.append(timer.clock()))
     if len(ticks) != probe_steps:
         raise ValueError(f"{name}: train ticked {len(ticks)} times for {probe_steps} steps")
-    total = timer.last(f"probe:{name}")
-    step = statistics.median(b - a for a, b in itertools.pairwise(ticks))
-    step = max(step, 1e-9)
-    fixed = max(0.0, total - probe_steps * step)
+    short = timer.last(key)
+    deltas = [b - a for a, b in itertools.pairwise(ticks)][:-1]
+    step = max(statistics.fmean(deltas), 1e-9)
+    fixed = max(0.0, short - probe_steps * step)
+    first = max(min_steps, math.floor((target_seconds - fixed) / step))
+    steps_run, costs = [probe_steps], [short]
+    if first > probe_steps + 2:
+        with timer.measure(key):
+            train(first, lambda: None)
+        steps_run.append(first)
+        costs.append(timer.last(key))
+        slope = (costs[1] - costs[0]) / (first - probe_steps)
+        if slope > 0:
+            step = slope
+            fixed = max(0.0, costs[0] - probe_steps * step)
     return StepPlan(
         name=name,
         target_seconds=target_seconds,
-        probe_steps=probe_steps,
-        probe_seconds=total,
+        probe_steps=tuple(steps_run),
+        probe_seconds=tuple(costs),
         step_seconds=step,
         fixed_seconds=fixed,
         steps=max(min_steps, math.floor((target_seconds - fixed) / step)),

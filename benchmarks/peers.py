@@ -19,9 +19,10 @@ Kaggle-style training folder and a fixed 2D test set from its own seed stream wi
 
 The rules (``benchmarks/budget.py``): tumorscope's whole training (every stage, its
 validation passes, survival refit and calibration) is measured on one CPU timer, and its
-CPU seconds are every other model's budget. Each peer's step count is planned from a
-probe training in the same run, timed step by step on the same timer with the same
-overheads (its own validation pass included), and then fixed for every seed. Every model uses its
+CPU seconds are every other model's budget. Each peer's step count is planned from two
+probe trainings in the same run (a short one timed step by step, then one at the
+estimated length), on the same timer with the same overheads (its own validation pass
+included), and then fixed for every seed. Every model uses its
 recipe's learning rate (no LR sweep for anyone), warms up over ``WARMUP_FRACTION`` of its
 steps and keeps its last weights; every segmentation peer gets tumorscope's gate and
 post-processing, and Dice is reported gated and ungated. Image figures are over ``seeds``
@@ -91,7 +92,7 @@ FULL = Budget(
     kaggle_test=200,
     shape=(96, 112, 72),
     image_size=96,
-    step_scale=0.08,
+    step_scale=0.12,
     seeds=5,
     folds=5,
     repeats=3,
@@ -303,7 +304,7 @@ class Bench:
         return out
 
     def plan(self) -> None:
-        """Plan every peer's steps from a probe training each, on the shared timer."""
+        """Plan every peer's steps from two probe trainings each, on the shared timer."""
         probes = self.work / "probes"
 
         def probe(name: str) -> Callable[[int, Callable[[], None]], None]:

@@ -512,7 +512,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{d['image_size']}² slices, {b['precision']}, on {result['cpu']['model']} "
         f"({result['cpu']['flags']}). Budget: {b['cpu_seconds']} CPU s per model, "
         f"tumorscope's whole training (stages {b['tumorscope_stages']}); every other "
-        "model's steps are planned from a probe training on the same CPU timer. "
+        "model's steps are planned from two probe trainings on the same CPU timer. "
         f"Segmentation and classification over {b['seeds']} seed(s) on one fixed test split "
         f"({d['test_patients']} patients) and a fixed 2D test set of "
         f"{d['kaggle_test_images']} images; survival out of fold over {b['survival_folds']} "

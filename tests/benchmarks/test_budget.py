@@ -36,11 +36,12 @@ def test_plan_gives_a_sleeping_peer_the_steps_that_fill_the_budget() -> None:
     timer = CpuTimer(clock=time.perf_counter)
     calls, train = _sleeping_trainer(0.10, 0.02)
     plan = plan_steps("sleepy", train, 0.50, timer, probe_steps=8)
-    assert calls == [8]
+    assert calls[0] == 8 and len(calls) == 2  # the short probe, then one at full length
+    assert 17 <= calls[1] <= 21
     assert plan.step_seconds == pytest.approx(0.02, rel=0.25)
     assert plan.fixed_seconds == pytest.approx(0.10, abs=0.03)
     assert 17 <= plan.steps <= 21  # sleep overshoots a little, never undershoots
-    assert len(timer.spent["probe:sleepy"]) == 1  # the probe ran on the shared timer
+    assert len(timer.spent["probe:sleepy"]) == 2  # the probes ran on the shared timer
     # The planned training costs the budget on the same timer.
     with timer.measure("sleepy"):
         train(plan.steps, lambda: None)
@@ -70,19 +71,49 @@ def test_plan_on_process_cpu_time_counts_work_not_sleep() -> None:
     assert 27 <= plan.steps <= 33
 
 
-def test_a_slow_last_step_does_not_move_the_per_step_cost() -> None:
-    # Validation inside the last step: the median ignores it; it lands in the fixed cost.
-    ticks = iter([0.0, 1.0, 2.0, 3.0, 9.0, 9.0])  # measure start, 4 ticks, measure end
+class _Clock:
+    """A fake CPU clock that a fake training advances."""
 
-    timer = CpuTimer(clock=lambda: next(ticks))
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_slow_last_step_lands_in_the_fixed_cost() -> None:
+    # 2 s set-up, 1 s per step, 4 s of validation inside the last step: fixed 6, step 1.
+    clock = _Clock()
 
     def train(steps: int, tick: object) -> None:
-        for _ in range(steps):
+        clock.now += 2.0
+        for i in range(steps):
+            clock.now += 1.0 + (4.0 if i == steps - 1 else 0.0)
             tick()  # type: ignore[operator]
 
-    plan = plan_steps("v", train, 25.0, timer, probe_steps=4)
-    assert (plan.step_seconds, plan.probe_seconds, plan.fixed_seconds) == (1.0, 9.0, 5.0)
-    assert plan.steps == 20
+    plan = plan_steps("v", train, 26.0, CpuTimer(clock=clock), probe_steps=4)
+    assert plan.probe_steps == (4, 20) and plan.probe_seconds == (10.0, 26.0)
+    assert (plan.step_seconds, plan.fixed_seconds, plan.steps) == (1.0, 6.0, 20)
+
+
+def test_the_full_length_probe_corrects_costs_a_short_probe_cannot_see() -> None:
+    # A checkpoint every 10 steps costs 5 s more: invisible to a 4-step probe, which
+    # alone would plan 94 steps (139 s). The line through both probes fits the budget.
+    clock = _Clock()
+
+    def cost(steps: int) -> float:
+        return 6.0 + steps + 5.0 * (steps // 10)
+
+    def train(steps: int, tick: object) -> None:
+        clock.now += 6.0
+        for i in range(1, steps + 1):
+            clock.now += 1.0 + (5.0 if i % 10 == 0 else 0.0)
+            tick()  # type: ignore[operator]
+
+    plan = plan_steps("ckpt", train, 100.0, CpuTimer(clock=clock), probe_steps=4)
+    assert plan.probe_steps == (4, 94)
+    assert cost(plan.steps) == pytest.approx(100.0, rel=0.08)
+    assert cost(plan.steps) < cost(94)
 
 
 def test_plan_floors_at_min_steps_and_rejects_bad_probes() -> None:
