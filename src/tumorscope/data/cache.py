@@ -358,7 +358,7 @@ def prepare(
 
     Args:
         roots: Data folders (dataset roots or up to two levels above).
-        cfg: Experiment config (``data`` section, ``model.regions``, ``runtime.seed``).
+        cfg: Experiment config (``data`` section, ``model.regions``, ``data.split_seed`` or ``runtime.seed`` for the splits).
         out: Output folder: ``cache/``, ``splits.json``, ``prepared.json``.
         progress: Optional ``progress(done, total, message)`` per case/image built.
             Volumes are preprocessed by ``runtime.num_workers`` processes when it is > 1.
