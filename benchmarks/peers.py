@@ -243,8 +243,8 @@ class Bench:
         snapshots: Sequence[int] = (),
         on_snapshot: Callable[[int, Any], None] | None = None,
         on_step: Callable[[], None] | None = None,
-    ) -> tuple[Any, Any]:
-        """One MONAI training (not timed here): ``(network, config)``."""
+    ) -> tuple[Any, Any, dict[str, Any]]:
+        """One MONAI training (not timed here): ``(network, config, splits)``."""
         from monai.networks.nets import BasicUNet, DenseNet121
 
         from tumorscope.runtime import resolve_precision, seed_everything
@@ -272,7 +272,7 @@ class Bench:
             snapshots=hooks,
             on_step=on_step,
         )
-        return net, cfg
+        return net, cfg, data.split_patients()
 
     def peer_predictor(self, kind: str, net: Any, cfg: Any) -> Any:
         from tumorscope.inference.predictor import Predictor
@@ -367,15 +367,12 @@ class Bench:
 
             copies[step] = copy.deepcopy(net)
 
-        net, cfg = self.timed(
+        net, cfg, splits = self.timed(
             kind,
             lambda: self.fit_monai(
                 kind, seed=seed, steps=steps, snapshots=list(snaps.values()), on_snapshot=keep
             ),
         )
-        from tumorscope.training.data import StageData
-
-        splits = StageData.build(data=self.data, cfg=cfg, cache=self.cache).split_patients()
         for fraction, step in snaps.items():
             snap = self.peer_predictor(kind, copies[step], cfg)
             self.collect_curve(kind, snap, splits, fraction)
@@ -467,18 +464,14 @@ class Bench:
         demo = self.cfg("demo", seed=0, fold=0)
         self.gate = float(demo.calibration.gate_threshold)
         # Build the shared preprocessing cache first: no model's training time includes it.
-        StageData.build(data=self.data, cfg=demo, cache=self.cache)
+        # Its fixed test split names the curve patients before seed 0's snapshots are read.
+        shared = StageData.build(data=self.data, cfg=demo, cache=self.cache)
         b = self.b
+        self.curve_ids = sorted(shared.split_patients()["test"])[: b.curve_patients]
         t0 = time.perf_counter()
         for seed in range(0 if survival_only else b.seeds):
             fold = seed % b.folds
             oof = 0 if seed < b.folds else None
-            if seed == 0:  # its splits name the curve patients before its snapshots are read
-                self.curve_ids = sorted(
-                    StageData.build(data=self.data, cfg=demo, cache=self.cache).split_patients()[
-                        "test"
-                    ]
-                )[: b.curve_patients]
             pred, splits = self.train_tumorscope("demo", seed=seed, fold=fold)
             self.collect("tumorscope", pred, splits, seed, test=True, oof_repeat=oof)
             if oof is not None:
