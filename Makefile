@@ -4,17 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
-STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+# Installed with --no-deps (panoptica declares numpy/rich versions older than LOCK's; see the file).
+LOCK_NODEPS := requirements-brats.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) $(LOCK_NODEPS) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: install demo demo-petct test test-fast lint bench bench-quick bench-long audit clean
+.PHONY: install demo demo-petct test test-fast lint bench bench-quick bench-ablations bench-long audit clean
 
 install: $(STAMP)
 
 # torch is pinned in the same pip command as everything else (the CPU wheel is found locally).
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) $(LOCK_NODEPS) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" -r $(LOCK) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK_NODEPS)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -39,6 +42,9 @@ bench: install
 bench-quick: install
 	$(BIN)/python benchmarks/run_all.py --quick
 
+bench-ablations: install  # each change of the multi-task recipe on/off; not part of `make bench`
+	$(BIN)/python benchmarks/ablations.py --out bench-out
+
 bench-long: install  # long runs (the checkpoint kill trials), not part of `make bench`
 	$(BIN)/python benchmarks/run_all.py --long --out bench-out/long
 
@@ -46,7 +52,7 @@ bench-long: install  # long runs (the checkpoint kill trials), not part of `make
 # vulnerability service on the network, so it is not part of CI).
 audit:
 	@test -x .venv-audit/bin/pip-audit || ($(PYTHON) -m venv .venv-audit && .venv-audit/bin/python -m pip install --quiet "pip-audit==2.10.1")
-	.venv-audit/bin/pip-audit --requirement $(LOCK) --no-deps --disable-pip --progress-spinner off
+	.venv-audit/bin/pip-audit --requirement $(LOCK) --requirement $(LOCK_NODEPS) --no-deps --disable-pip --progress-spinner off
 
 clean:
 	rm -rf runs bench-out .pytest_cache .mypy_cache .ruff_cache

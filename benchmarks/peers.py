@@ -55,6 +55,7 @@ sys.path.insert(0, str(HERE))
 from budget import CpuTimer, StepPlan, plan_steps  # noqa: E402
 from peers_lib import (  # noqa: E402
     CURVE_FRACTIONS,
+    DEMO_STEPS,
     WARMUP_FRACTION,
     Budget,
     PeerPredictor,
@@ -813,9 +814,7 @@ def report(args: argparse.Namespace, bench: Bench, result: dict[str, Any], t0: f
             "clock": "process CPU seconds (user + system, all threads) of each whole training",
             "plans": bench.plans,
             "steps_per_image_model": budget.image_steps,
-            "tumorscope_stages": {
-                s: budget.steps(s) for s in ("seg_warmup", "cls_head", "joint", "surv_head")
-            },
+            "tumorscope_stages": {s: budget.steps(s) for s in DEMO_STEPS},
             "surv_head_refit_steps": budget.steps("surv_head"),
             "batch_size": {"segmentation": 8, "classification": 16},
             "precision": resolve_precision("auto"),

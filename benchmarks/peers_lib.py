@@ -28,17 +28,18 @@ from tumorscope.training.data import StageData
 log = logging.getLogger(__name__)
 
 
-def _demo_steps() -> dict[str, int]:
-    """The demo recipe's step counts, read from ``configs/demo.yaml``."""
+def _demo_stages() -> tuple[dict[str, int], tuple[str, ...]]:
+    """The demo recipe's step counts and its image stages (all but the survival refit),
+    read from ``configs/demo.yaml``."""
     from tumorscope.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
-    return {s.name: s.max_steps for s in cfg.stages}
+    steps = {s.name: s.max_steps for s in cfg.stages}
+    return steps, tuple(s.name for s in cfg.stages if not s.cohort_refit)
 
 
 # Every peer's budget is a fraction of these; single-task configs use the image stages' sum.
-DEMO_STEPS = _demo_steps()
-IMAGE_STAGES = ("seg_warmup", "cls_head", "joint")
+DEMO_STEPS, IMAGE_STAGES = _demo_stages()
 SINGLE_STAGE = {"seg_only": "seg_only", "cls_only": "cls_only", "surv_only": "surv_only"}
 # BraTS enhancing-tumour labels, as the layout owns them: 4 up to 2021, 3 from 2023.
 BRATS_ET = sorted(get_layout("brats").labels.regions["ET"])
@@ -83,7 +84,7 @@ class Budget:
 
     @property
     def image_steps(self) -> int:
-        """Steps of tumorscope's image stages: the demo's seg_warmup + cls_head + joint."""
+        """Steps of tumorscope's image stages (the demo's stages but the survival refit)."""
         return sum(self.steps(s) for s in IMAGE_STAGES)
 
     @property
@@ -92,15 +93,10 @@ class Budget:
         return sum(self.steps(s) for s in DEMO_STEPS)
 
 
-# Every model warms its LR up over this fraction of each stage's steps (the demo: 25 of 500).
+# Every model warms its LR up over this fraction of each stage's steps (``warmup_fraction``).
 WARMUP_FRACTION = 0.05
 # Learning-curve points, as fractions of each model's steps (1.0 is the finished model).
 CURVE_FRACTIONS = (0.25, 0.5, 1.0)
-
-
-def warmup_steps(steps: int) -> int:
-    """Warm-up steps of a stage of ``steps`` steps."""
-    return round(WARMUP_FRACTION * steps)
 
 
 def curve_steps(total: int) -> dict[float, int]:
@@ -150,7 +146,7 @@ def recipe_overrides(
         # peers (no checkpoint selection on validation data for anyone).
         out += [f"stages.{name}.max_steps={n}", f"stages.{name}.eval_every={n}"]
         if name != "surv_head":  # the full-batch refit has no LR schedule to warm up
-            out.append(f"stages.{name}.warmup_steps={warmup_steps(n)}")
+            out.append(f"stages.{name}.warmup_fraction={WARMUP_FRACTION}")
     return out
 
 

@@ -5,7 +5,7 @@ Prints one JSON object on its last line. ``--quick`` uses fewer patients and ste
     python benchmarks/training.py [--quick]
 
 Figures:
-- per stage (``seg_warmup``, ``cls_head``, ``joint``) and precision (fp32, bf16, bf16 +
+- per image stage of ``configs/demo.yaml`` and precision (fp32, bf16, bf16 +
   channels_last): slices/s and the share of step time spent waiting for the next batch;
 - peak RSS of the training process for a small and a 10× larger cohort (same steps), to
   show memory does not grow with the number of patients.
@@ -136,7 +136,10 @@ def main() -> int:
             [("bf16", False), ("bf16", True)] if bf16_supported() else []
         )
         per_stage: dict[str, dict[str, object]] = {}
-        for stage in ("seg_warmup", "cls_head", "joint"):
+        from tumorscope.config import load_config
+
+        image_stages = [s.name for s in load_config(cfg_path).stages if not s.cohort_refit]
+        for stage in image_stages:
             per_stage[stage] = {}
             for precision, cl in precisions:
                 key = precision + ("+channels_last" if cl else "")

@@ -64,19 +64,19 @@ def test_recipe_overrides_load_and_share_one_step_budget() -> None:
         recipe_overrides("demo", BUDGET, seed=2, fold=1, split_seed=4, snapshots=[20, 40]),
     )
     image_steps = sum(s.max_steps for s in demo.stages if s.name != "surv_head")
-    assert image_steps == BUDGET.image_steps == 50 + 10 + 25  # demo.yaml: 500, 100, 250
+    assert image_steps == BUDGET.image_steps == 90  # demo.yaml: one 900-step schedule
     assert BUDGET.total_steps == image_steps + 15
     assert (demo.runtime.seed, demo.data.fold, demo.data.n_folds) == (2, 1, 3)
     assert demo.data.split_seed == 4 and demo.runtime.snapshot_steps == (20, 40)
     # Warm-up is the same fraction of every stage's steps; the full-batch refit has none.
-    warm = {s.name: s.warmup_steps for s in demo.stages}
-    assert warm == {"seg_warmup": 2, "cls_head": 0, "joint": 1, "surv_head": 0}
+    warm = {s.name: s.warmup for s in demo.stages}
+    assert warm == {"joint": 4, "surv_head": 0}  # round(0.05 x 90)
     assert all(s.eval_every == s.max_steps for s in demo.stages)
     for config in ("seg_only", "cls_only", "surv_only"):
         # Unscaled, each single-task recipe has the demo's image steps.
         stock = load_config(ROOT / "configs" / f"{config}.yaml")
         assert stock.stages[0].max_steps == sum(
-            s.max_steps for s in load_config(ROOT / "configs" / "demo.yaml").stages[:3]
+            s.max_steps for s in load_config(ROOT / "configs" / "demo.yaml").stages[:1]
         )
         cfg = load_config(
             ROOT / "configs" / f"{config}.yaml", recipe_overrides(config, BUDGET, seed=0, fold=0)
@@ -88,7 +88,7 @@ def test_recipe_overrides_load_and_share_one_step_budget() -> None:
             recipe_overrides(config, BUDGET, seed=0, fold=0, steps=140),
         )
         assert planned.stages[0].max_steps == planned.stages[0].eval_every == 140
-        assert planned.stages[0].warmup_steps == 7
+        assert planned.stages[0].warmup == 7
 
 
 def test_curve_steps_are_fractions_of_the_models_steps() -> None:

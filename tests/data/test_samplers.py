@@ -95,3 +95,32 @@ def test_patient_bags_with_one_event_and_fill() -> None:
     none = PatientBagSampler(pats, {}, items=items, bag_patients=2, bag_slices=2, seed=0)
     assert len(none.next_batch()) == 4
     assert PatientBagSampler([], {}, bag_patients=2, bag_slices=2).next_batch() == []
+
+
+def test_share_counts_split_exactly_by_largest_remainder() -> None:
+    from tumorscope.data.samplers import share_counts
+
+    assert share_counts(16, [0.75, 0.25]) == [12, 4]
+    assert share_counts(10, [1, 1, 1]) == [4, 3, 3]
+    assert share_counts(7, [0.0, 1.0]) == [0, 7]
+    assert sum(share_counts(23, [0.3, 0.7])) == 23
+
+
+def test_share_sampler_puts_the_same_share_in_every_draw() -> None:
+    from tumorscope.data.samplers import ShareSampler
+
+    def make() -> ShareSampler:
+        volume = BalancedSampler(np.arange(0, 100), np.zeros(100, dtype=int), seed=1)
+        images = BalancedSampler(np.arange(100, 120), np.zeros(20, dtype=int), seed=2)
+        return ShareSampler([volume, images], [0.75, 0.25], seed=3)
+
+    sampler = make()
+    draws = [sampler.draw(16) for _ in range(20)]
+    for batch in draws:
+        assert batch.shape == (16,) and int((batch >= 100).sum()) == 4
+    assert len({int(i) for b in draws for i in b if i >= 100}) > 10  # the images vary
+    again = make()  # same seeds, same stream
+    for batch in draws[:3]:
+        np.testing.assert_array_equal(batch, again.draw(16))
+    with pytest.raises(ValueError, match="pools"):
+        ShareSampler([make()], [0.5, 0.5])  # type: ignore[list-item]

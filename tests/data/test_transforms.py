@@ -240,3 +240,18 @@ def test_statistics_of_a_large_foreground_come_from_a_bounded_subsample() -> Non
     s = small[0].astype(np.float64)
     lo, hi = np.percentile(s, (0.5, 99.5))
     assert exact == (lo, hi, float(np.clip(s, lo, hi).mean()), float(np.clip(s, lo, hi).std()))
+
+
+def test_slice_labels_come_from_the_resized_training_mask() -> None:
+    # One voxel of tumour on slice 5 vanishes when 24 pixels shrink to 8: that slice's
+    # training mask is empty, so its label must say "no tumour" too.
+    case = make_case()
+    mask = case.mask.copy()  # type: ignore[union-attr]
+    mask[14, 14, 5] = 2
+    case = dataclasses.replace(case, mask=mask)
+    vs = preprocess_volume(case, spec_for(image_size=8), source="brats", all_slices=True)
+    assert vs.masks is not None and vs.tumour is not None
+    np.testing.assert_array_equal(vs.tumour, vs.masks[:, 0].any(axis=(1, 2)))
+    z5 = int(np.nonzero(vs.slice_index == 5)[0][0])
+    assert not vs.tumour[z5] and bool(mask[:, :, 5].any())
+    assert vs.tumour[vs.slice_index == 10].all()

@@ -27,6 +27,7 @@ from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import censor_at, survival_section
 from tumorscope.fileio import OUTPUT_RECORD, OutputExistsError
 from tumorscope.inference.predictor import Predictor
+from tumorscope.metrics.lesionwise import LESION_HD95_PENALTY_MM, lesion_wise
 from tumorscope.metrics.segmentation import EMPTY_HD95_MM
 
 N_BOOT = 30
@@ -60,6 +61,8 @@ def broken_predictor(run: Path) -> Predictor:
         model.segmentation_head.conv.bias.fill_(-20.0)
         model.tumour_head.linear.weight.zero_()
         model.tumour_head.linear.bias.zero_()
+        if model.tumour_head.evidence is not None:  # the segmentation evidence's weights
+            model.tumour_head.evidence.weight.zero_()
         model.survival_head.hazard.weight.zero_()
     return predictor
 
@@ -72,9 +75,15 @@ def test_report_files_and_schema(report: EvaluationReport) -> None:
     assert metrics["schema_version"] == 1
     for region in metrics["meta"]["regions"]:
         assert "dice" in metrics["segmentation"]["by_region"][region]
+        for key in ("lesion_dice", "lesion_hd95"):
+            assert metrics["segmentation"]["by_region"][region][key]["value"] is not None
+    assert 0.0 <= metrics["segmentation"]["lesion_dice"]["value"] <= 1.0
+    assert 0.0 <= metrics["segmentation"]["lesion_hd95"]["value"] <= LESION_HD95_PENALTY_MM
+    assert metrics["segmentation"]["lesion_hd95"]["unit"] == "mm"
     assert set(metrics["classification"]["by_source"]) == {"brats", "kaggle"}
     md = (report.out / "report.md").read_text()
     assert "| dice |" in md and "| roc_auc |" in md and "| c_index |" in md
+    assert "| lesion_dice |" in md and "| lesion_hd95 |" in md
     for f in PLOT_FILES.values():
         assert f"({f})" in md
 
@@ -105,6 +114,10 @@ def test_figures_match_independent_libraries(report: EvaluationReport) -> None:
     dice = [c["dice"] for c in pred["cases"]]
     assert m["segmentation"]["dice"]["value"] == pytest.approx(np.mean(dice))
     assert m["segmentation"]["dice"]["n"] == len(dice)
+    for key in ("lesion_dice", "lesion_hd95"):
+        values = [c[key] for c in pred["cases"]]
+        assert m["segmentation"][key]["value"] == pytest.approx(np.mean(values))
+        assert m["segmentation"][key]["n"] == len(values)
     units = pred["classification"]
     y = np.array([u["label"] for u in units])
     s = np.array([u["probability"] for u in units])
@@ -186,6 +199,16 @@ def test_case_dice_against_monai(
     assert report.held.dice[0] == pytest.approx(float(gated.mean()), abs=1e-6)
     iou = compute_iou(pred_t, truth_t, include_background=True, ignore_empty=False)
     assert report.held.case_extra["iou"][0] == pytest.approx(float(iou.mean()), abs=1e-6)
+    # lesion-wise: the gated masks in the input's geometry, the file's voxel spacing
+    # (lesion_wise itself is checked against the BraTS code in tests/metrics/test_lesionwise.py)
+    lesions = [
+        lesion_wise(result.masks[i].astype(bool), truth[i].astype(bool), loaded.meta.spacing[:3])
+        for i in range(len(predictor.regions))
+    ]
+    assert report.held.lesion_dice[0] == pytest.approx(np.mean([r.dice for r in lesions]))
+    assert report.held.lesion_hd95[0] == pytest.approx(np.mean([r.hd95 for r in lesions]))
+    region = predictor.regions[0]
+    assert report.held.lesion_dice_by_region[region][0] == pytest.approx(lesions[0].dice)
     if result.masks.any():
         spacing = [float(s) for s in loaded.meta.spacing[:3]]
         hd = compute_hausdorff_distance(
@@ -216,7 +239,7 @@ def test_images_only_data_gives_reasons(tiny_run: Path, synth_brain: Path, tmp_p
     rep = evaluate_run(run=tiny_run, data=[kaggle], out=tmp_path / "r", n_boot=N_BOOT)
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     validate_metrics(m)
-    for key in ("dice", "dice_ungated", "hd95_mm"):
+    for key in ("dice", "dice_ungated", "hd95_mm", "lesion_dice", "lesion_hd95"):
         assert m["segmentation"][key]["value"] is None
         assert "ground-truth mask" in m["segmentation"][key]["reason"]
     for key in ("c_index", "c_index_uno", "td_auc", "ibs", "c_index_oracle"):
@@ -241,6 +264,9 @@ def test_broken_model_gives_chance_auc_and_zero_dice(
     assert m["segmentation"]["dice"]["value"] == 0.0  # every synthetic case has a tumour
     assert m["segmentation"]["dice_ungated"]["value"] == 0.0
     assert m["segmentation"]["hd95_mm"]["value"] == pytest.approx(EMPTY_HD95_MM)
+    # every tumour missed, no false positive: lesion-wise Dice 0, HD95 the 374 mm penalty
+    assert m["segmentation"]["lesion_dice"]["value"] == 0.0
+    assert m["segmentation"]["lesion_hd95"]["value"] == pytest.approx(LESION_HD95_PENALTY_MM)
     assert m["classification"]["roc_auc"]["value"] == 0.5
     assert m["classification"]["by_source"]["brats"]["roc_auc"]["value"] == 0.5
     assert m["survival"]["c_index"]["value"] == 0.5  # constant risk: every pair a tie

@@ -23,10 +23,14 @@ def _held() -> HeldOut:
         h.dice.append(float(rng.random()))
         h.dice_ungated.append(float(rng.random()))
         h.hd95.append(float(rng.random() * 10))
+        h.lesion_dice.append(float(rng.random()))
+        h.lesion_hd95.append(float(rng.random() * 374))
         h.gated.append(False)
         for r in h.regions:
             h.dice_by_region.setdefault(r, []).append(float(rng.random()))
             h.hd95_by_region.setdefault(r, []).append(float(rng.random()))
+            h.lesion_dice_by_region.setdefault(r, []).append(float(rng.random()))
+            h.lesion_hd95_by_region.setdefault(r, []).append(float(rng.random()))
         for z in range(5):
             h.slice_patient.append(pid)
             h.slice_index.append(z)
@@ -56,6 +60,17 @@ def metrics() -> dict[str, Any]:
 def test_computed_metrics_validate(metrics: dict[str, Any]) -> None:
     validate_metrics(metrics)
     assert metrics["segmentation"]["by_region"]["TC"]["dice"]["value"] is not None
+    held = _held()
+    seg = metrics["segmentation"]
+    assert seg["lesion_dice"]["value"] == pytest.approx(np.mean(held.lesion_dice))
+    assert seg["lesion_hd95"]["value"] == pytest.approx(np.mean(held.lesion_hd95))
+    assert (seg["lesion_dice"]["unit"], seg["lesion_hd95"]["unit"]) == ("", "mm")
+    assert seg["lesion_dice"]["n"] == len(held.case_ids)
+    lo, hi = seg["lesion_hd95"]["ci95"]
+    assert lo <= seg["lesion_hd95"]["value"] <= hi
+    tc = seg["by_region"]["TC"]
+    assert tc["lesion_dice"]["value"] == pytest.approx(np.mean(held.lesion_dice_by_region["TC"]))
+    assert tc["lesion_hd95"]["value"] == pytest.approx(np.mean(held.lesion_hd95_by_region["TC"]))
     assert metrics["survival"]["c_index_oracle"]["value"] is None
     assert metrics["survival"]["c_index_oracle"]["reason"] == "the data has no true-risk sidecar"
 
@@ -64,6 +79,9 @@ def test_empty_data_validates_with_reasons() -> None:
     m = compute_metrics(HeldOut(regions=["WT"]), {}, n_boot=5)
     validate_metrics(m)
     assert m["segmentation"]["by_region"]["WT"]["dice"]["reason"]
+    for key in ("lesion_dice", "lesion_hd95"):
+        assert m["segmentation"][key]["value"] is None and m["segmentation"][key]["reason"]
+        assert m["segmentation"]["by_region"]["WT"][key]["value"] is None
     assert m["classification"]["roc_auc"]["value"] is None
     assert m["classification"]["by_source"] == {}
     assert all(m["survival"][k]["value"] is None for k in ("c_index", "ibs", "td_auc"))

@@ -28,8 +28,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     """An untrained predictor whose segmentation bias is centred on a probe volume's median
-    logit, so that masks are neither empty nor full and their placement is checked."""
-    p = Predictor.from_config(load_config(CONFIGS / "tiny.yaml"), seed=2)
+    logit, so that masks are neither empty nor full and their placement is checked; no
+    component removal, which would empty the masks of these volumes of a fraction of a mL."""
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    p = Predictor.from_config(cfg, calibration={"min_component_ml": 0.0}, seed=2)
     loaded, _, _ = p.load_volume(_volume((16, 16, 8), seed=0))
     slices = preprocess_volume(loaded, p.spec, source="volume", all_slices=True)
     probe = p.forward_slices(slices.images)["seg_prob"]

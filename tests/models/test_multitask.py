@@ -44,7 +44,7 @@ def test_forward_returns_logits_for_every_task() -> None:
 
 
 def test_tasks_not_asked_for_are_none_and_decoder_skipped() -> None:
-    model = _model().eval()
+    model = _model(seg_evidence=False).eval()
     calls: list[int] = []
     model.decoder.stages[0].register_forward_hook(lambda *_: calls.append(1))
     out = model(torch.randn(1, 1, 16, 16), tasks=("tumour",))
@@ -53,6 +53,11 @@ def test_tasks_not_asked_for_are_none_and_decoder_skipped() -> None:
         out.seg_logits is None and out.tumour_type_logits is None and out.survival_embedding is None
     )
     assert calls == []
+    # With the segmentation evidence the tumour decision needs the decoder.
+    with_evidence = _model().eval()
+    with_evidence.decoder.stages[0].register_forward_hook(lambda *_: calls.append(1))
+    with_evidence(torch.randn(1, 1, 16, 16), tasks=("tumour",))
+    assert calls == [1]
 
 
 def test_unknown_or_missing_task_is_an_error() -> None:
@@ -114,14 +119,15 @@ def test_trunk_is_deterministic_and_dropout_lives_in_the_tail() -> None:
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         t1, t2 = model.trunk(x), model.trunk(x)
-        assert t1.decoded is not None and t2.decoded is not None
-        torch.testing.assert_close(t1.decoded, t2.decoded)
-        torch.testing.assert_close(t1.pooled, t2.pooled)
+        assert t1.decoder is not None and t2.decoder is not None
+        torch.testing.assert_close(t1.decoder.mid, t2.decoder.mid)
+        torch.testing.assert_close(t1.readout, t2.readout)
         a, b = model.tail(t1), model.tail(t1)
     for name in ("seg_logits", "tumour_logit", "tumour_type_logits", "survival_embedding"):
         assert not torch.allclose(getattr(a, name), getattr(b, name)), name
     trunk_modules = {id(m) for m in model.encoder.modules()}
     trunk_modules |= {id(m) for stage in model.decoder.stages[:-1] for m in stage.modules()}
+    trunk_modules |= {id(m) for m in model.decoder.stages[-1].first.modules()}
     assert len(model.dropout_layers) == 4
     assert all(id(d) not in trunk_modules for d in model.dropout_layers)
 
@@ -129,7 +135,7 @@ def test_trunk_is_deterministic_and_dropout_lives_in_the_tail() -> None:
 def test_gradcam_layer_is_the_bottleneck() -> None:
     model = _model()
     layer = model.gradcam_layer
-    assert layer is model.encoder.stages[-1]
+    assert layer is model.encoder.stages[-1].pre
     seen: list[torch.Size] = []
     layer.register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
     model(torch.randn(1, 1, 32, 16))
@@ -142,13 +148,17 @@ def test_parameter_counts_per_part_sum_to_total() -> None:
     assert set(counts) == {*PARTS, "total"}
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert sum(v for k, v in counts.items() if k != "total") == counts["total"]
-    # Segmentation head: 1×1 conv from 8 channels to 1 region + bias.
-    assert counts["segmentation_head"] == 8 + 1
-    assert counts["tumour_head"] == 64 + 1
+    # Segmentation head: 1×1 conv from 8 channels to 1 region + bias, and the two
+    # deep-supervision heads on the 16- and 32-channel decoder scales.
+    assert counts["segmentation_head"] == (8 + 1) + (16 + 1) + (32 + 1)
+    # Tumour head: the readout pools the last two stages (32 and 64 channels) by average
+    # and max (192 features): layer norm (2 x 192) + linear (192 + 1) + evidence (2, no bias).
+    assert counts["tumour_head"] == 2 * 192 + 193 + 2
 
 
 def test_freeze_keeps_frozen_parts_in_eval_after_train() -> None:
-    model = _model(dropout=0.5)
+    # Without the segmentation evidence: that comes from the (unfrozen) decoder's dropout.
+    model = _model(dropout=0.5, seg_evidence=False)
     model.freeze("encoder")
     model.freeze("tumour_head")
     model.train()
@@ -193,8 +203,9 @@ def _grad_parts(model: MultiTaskNet) -> set[str]:
     ("task", "own"),
     [
         ("segmentation", {"decoder", "segmentation_head"}),
-        ("tumour", {"tumour_head"}),
-        ("tumour_type", {"tumour_type_head"}),
+        # The tumour decisions read the segmentation evidence too.
+        ("tumour", {"tumour_head", "decoder", "segmentation_head"}),
+        ("tumour_type", {"tumour_type_head", "decoder", "segmentation_head"}),
         ("survival", {"survival_head"}),
     ],
 )

@@ -122,6 +122,9 @@ class DataConfig:
         split_seed: Seed of the patient splits (None: ``runtime.seed``). A fixed
             ``split_seed`` keeps the test set and folds while ``runtime.seed`` varies
             (nnU-Net's fixed ``splits_final.json``).
+        image_share: Share of every training batch drawn from 2D images (sources without
+            volumes, e.g. Kaggle folders) in stages whose tasks they carry a target of; the
+            rest are volume slices. None: every source gets the same share.
     """
 
     sources: tuple[str, ...] = ()
@@ -139,6 +142,7 @@ class DataConfig:
     bag_slices: int = 4
     max_voxels: int = 2**27
     split_seed: int | None = None
+    image_share: float | None = None
 
     def validate(self) -> None:
         _names("data.sources", self.sources)
@@ -171,6 +175,8 @@ class DataConfig:
         _range("data.max_voxels", self.max_voxels, 1, 2**30)
         if self.split_seed is not None:
             _range("data.split_seed", self.split_seed, 0, SEED_MAX)
+        if self.image_share is not None:
+            _range("data.image_share", self.image_share, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -182,11 +188,21 @@ class ModelConfig:
         base_channels: Channels of the first encoder stage; doubled per level.
         depth: Number of down-sampling steps (feature maps = depth + 1).
         norm: ``instance`` or ``group`` normalisation (never batch norm).
-        dropout: Dropout probability before the last decoder stage and the heads.
+        dropout: Probability of the MC-dropout layers: channel dropout inside the last
+            decoder stage (between its two convolutions) and dropout before each head's
+            linear layer; never on the segmentation head's input.
         regions: Segmentation regions, one sigmoid output each.
         heads: Heads to build besides segmentation.
         survival_dim: Size of the per-slice survival embedding.
         clinical_features: Number of clinical covariates joined in the survival head.
+        deep_supervision: Coarser decoder scales (1/2, 1/4, ...) given their own 1×1
+            segmentation head and loss during training (nnU-Net style; 0 = off; at most
+            ``depth - 1`` exist).
+        readout: Features of the slice heads: ``multiscale`` pools the last two encoder
+            stages before their last normalisation (average and max); ``bottleneck`` is
+            the average of the normalised bottleneck alone.
+        seg_evidence: Add the segmentation logits' evidence (top-k mean and log-mean-exp
+            of each region's map) to the tumour and tumour-type decisions.
     """
 
     in_channels: int = 1
@@ -198,6 +214,9 @@ class ModelConfig:
     heads: tuple[str, ...] = ("tumour", "survival")
     survival_dim: int = 32
     clinical_features: int = 0
+    deep_supervision: int = 2
+    readout: Literal["multiscale", "bottleneck"] = "multiscale"
+    seg_evidence: bool = True
 
     def validate(self) -> None:
         _range("model.in_channels", self.in_channels, 1, 16)
@@ -220,6 +239,12 @@ class ModelConfig:
         _check(len(set(self.heads)) == len(self.heads), "model.heads", "a head is named twice")
         _range("model.survival_dim", self.survival_dim, 1, 1024)
         _range("model.clinical_features", self.clinical_features, 0, 1024)
+        _range("model.deep_supervision", self.deep_supervision, 0, 6)
+        _check(
+            self.readout in ("multiscale", "bottleneck"),
+            "model.readout",
+            f"{short(self.readout)} is not one of ['multiscale', 'bottleneck']",
+        )
 
 
 @dataclass(frozen=True)
@@ -228,6 +253,8 @@ class LossConfig:
 
     Attributes:
         segmentation: Segmentation loss.
+        dice_batch: Dice/Tversky over the whole batch (one ratio) instead of per sample
+            (the mean of each slice's ratio; MONAI ``DiceCELoss``'s default).
         task_weights: Fixed weight per task (used when ``weighting`` is ``fixed``).
         weighting: ``fixed`` or ``uncertainty`` (Kendall et al. 2018, learned).
         tumour_pos_weight: BCE positive-class weight for the ``tumour`` head; 0 = from data.
@@ -238,6 +265,7 @@ class LossConfig:
     """
 
     segmentation: SegLoss = "dice_bce"
+    dice_batch: bool = False
     task_weights: dict[str, float] = field(
         default_factory=lambda: {
             "segmentation": 1.0,
@@ -280,7 +308,10 @@ class StageConfig:
         patience: Validations without improvement before early stopping (0 = off).
         grad_clip: Max gradient norm (0 = off).
         weight_decay: AdamW weight decay.
-        warmup_steps: Linear LR warm-up steps before cosine decay.
+        warmup_steps: Linear LR warm-up steps before the decay.
+        warmup_fraction: Warm-up as a fraction of ``max_steps`` (overrides ``warmup_steps``).
+        decay: LR decay after warm-up: ``cosine`` (to 5 % of the LR) or ``poly``
+            (nnU-Net's ``(1 - t)^0.9``).
         metric: Validation metric that selects the best checkpoint (``auto`` = from tasks).
         cohort_refit: Refit the survival head on the whole training cohort from cached
             patient embeddings (full-batch Cox) instead of mini-batches; needs a frozen encoder.
@@ -298,8 +329,17 @@ class StageConfig:
     grad_clip: float = 1.0
     weight_decay: float = 1e-4
     warmup_steps: int = 0
+    warmup_fraction: float | None = None
+    decay: Literal["cosine", "poly"] = "cosine"
     metric: str = "auto"
     cohort_refit: bool = False
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps: ``warmup_fraction`` of ``max_steps`` when set, else ``warmup_steps``."""
+        if self.warmup_fraction is not None:
+            return round(self.warmup_fraction * self.max_steps)
+        return self.warmup_steps
 
     def validate(self, key: str) -> None:
         _check(bool(self.name), f"{key}.name", "must not be empty")
@@ -319,6 +359,13 @@ class StageConfig:
         _range(f"{key}.grad_clip", self.grad_clip, 0, 1e6)
         _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
         _range(f"{key}.warmup_steps", self.warmup_steps, 0, 10**7)
+        if self.warmup_fraction is not None:
+            _range(f"{key}.warmup_fraction", self.warmup_fraction, 0, 1, open_hi=True)
+        _check(
+            self.decay in ("cosine", "poly"),
+            f"{key}.decay",
+            f"{short(self.decay)} is not one of ['cosine', 'poly']",
+        )
         if self.cohort_refit:
             _check(
                 tuple(self.tasks) == ("survival",), f"{key}.cohort_refit", "needs tasks: [survival]"
@@ -341,6 +388,9 @@ class CalibrationConfig:
         threshold: ``youden`` or ``sensitivity`` (reach ``target_sensitivity``).
         target_sensitivity: Sensitivity the threshold must reach when ``threshold`` is ``sensitivity``.
         gate_threshold: Tumour probability under which no mask is returned.
+        slice_gate: Zero a volume's mask on the slices whose tumour probability is under
+            ``gate_threshold`` (post-processing only a model with a tumour head can do).
+        min_component_ml: 3D mask components smaller than this (mL) are removed (0 = keep all).
         tau_quantile: Survival horizon ``tau`` as this quantile of training follow-up times.
         ece_bins: Equal-width bins of the expected calibration error.
     """
@@ -349,12 +399,15 @@ class CalibrationConfig:
     threshold: Literal["youden", "sensitivity"] = "youden"
     target_sensitivity: float = 0.9
     gate_threshold: float = 0.3
+    slice_gate: bool = True
+    min_component_ml: float = 0.1
     tau_quantile: float = 0.8
     ece_bins: int = 10
 
     def validate(self) -> None:
         _range("calibration.target_sensitivity", self.target_sensitivity, 0, 1, open_lo=True)
         _range("calibration.gate_threshold", self.gate_threshold, 0, 1)
+        _range("calibration.min_component_ml", self.min_component_ml, 0, 10**6)
         _range("calibration.tau_quantile", self.tau_quantile, 0, 1, open_lo=True)
         _range("calibration.ece_bins", self.ece_bins, 2, 1000)
 

@@ -113,9 +113,14 @@ class _Group:
         return out
 
 
+# What a cache holds, beyond its spec: bumped when preprocessing changes what it writes
+# (2: slice labels from the resized training mask), so older caches are rebuilt.
+CONTENT_VERSION = 2
+
+
 def _fingerprint(paths: Sequence[Path]) -> str:
     """Digest of resolved paths, sizes and modification times (cheap; no file reads)."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"content-{CONTENT_VERSION}\n".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())

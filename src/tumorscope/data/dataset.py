@@ -24,7 +24,7 @@ import torch
 from tumorscope.config import DataConfig
 from tumorscope.data.batch import Batch
 from tumorscope.data.prepared import PreparedData
-from tumorscope.data.samplers import BalancedSampler, PatientBagSampler
+from tumorscope.data.samplers import BalancedSampler, PatientBagSampler, ShareSampler
 from tumorscope.data.types import DataError
 
 
@@ -277,7 +277,7 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 def train_samplers(
     ds: SliceDataset, tasks: Sequence[str], *, batch_size: int, seed: int, data: DataConfig
-) -> tuple[BalancedSampler, PatientBagSampler | None]:
+) -> tuple[BalancedSampler | ShareSampler, PatientBagSampler | None]:
     """The training samplers of a stage: source-balanced slices, and patient bags for survival.
 
     Args:
@@ -297,13 +297,25 @@ def train_samplers(
     def groups(items: np.ndarray) -> np.ndarray:
         return np.array([names.index(ds.sources[i]) for i in items], dtype=np.int64)
 
-    balanced = BalancedSampler(idx, groups(idx), seed=seed)
+    def sampler(items: np.ndarray, s: int) -> BalancedSampler | ShareSampler:
+        """Source-balanced draws, or ``data.image_share`` of 2D images in every draw."""
+        flat = ds.slice_index[items] < 0  # 2D images carry no slice index
+        if data.image_share is None or flat.all() or not flat.any():
+            return BalancedSampler(items, groups(items), seed=s)
+        volume, images = items[~flat], items[flat]
+        pools = [
+            BalancedSampler(volume, groups(volume), seed=s),
+            BalancedSampler(images, groups(images), seed=s + 2),
+        ]
+        return ShareSampler(pools, [1.0 - data.image_share, data.image_share], seed=s + 3)
+
+    balanced = sampler(idx, seed)
     surv = idx[ds.has_survival[idx]] if "survival" in tasks else idx[:0]
     if not surv.size:
         return balanced, None
     others = [t for t in tasks if t != "survival"]
     fill_idx = np.nonzero(ds.eligible(others))[0] if others else idx[:0]
-    fill = BalancedSampler(fill_idx, groups(fill_idx), seed=seed + 1) if fill_idx.size else None
+    fill = sampler(fill_idx, seed + 1) if fill_idx.size else None
     bags = PatientBagSampler(
         [ds.patient_ids[i] for i in surv],
         {p: bool(o[1]) for p, o in ds.outcomes.items()},

@@ -53,6 +53,49 @@ class BalancedSampler:
         return self._rng.choice(self.indices, size=n, replace=True, p=self.weights)
 
 
+def share_counts(n: int, shares: Sequence[float]) -> list[int]:
+    """``n`` split by ``shares`` (normalised) with the largest-remainder rule: sums to ``n``."""
+    total = float(sum(shares))
+    if n <= 0 or total <= 0:
+        return [0] * len(shares)
+    exact = [n * s / total for s in shares]
+    counts = [int(np.floor(e)) for e in exact]
+    order = sorted(range(len(shares)), key=lambda i: (counts[i] - exact[i], i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+class ShareSampler:
+    """Every draw of ``n`` holds a fixed share from each pool (e.g. volume slices and 2D
+    images), each pool drawn by its own :class:`BalancedSampler`, in shuffled order.
+
+    Args:
+        pools: One sampler per pool.
+        shares: Share of each pool in every draw (normalised; counts by
+            :func:`share_counts`, so a batch of 16 at share 0.25 holds exactly 4).
+        seed: Seed of the shuffle.
+    """
+
+    def __init__(
+        self, pools: Sequence[BalancedSampler], shares: Sequence[float], *, seed: int = 0
+    ) -> None:
+        if len(pools) != len(shares) or not pools:
+            raise ValueError(f"{len(pools)} pools for {len(shares)} shares")
+        if any(s < 0 for s in shares) or sum(shares) <= 0:
+            raise ValueError(f"shares must be >= 0 with a positive sum, got {list(shares)}")
+        self.pools = list(pools)
+        self.shares = [float(s) for s in shares]
+        self._rng = np.random.default_rng(seed)
+
+    def draw(self, n: int) -> np.ndarray:
+        """``(n,)`` int64: the next ``n`` indices, ``share_counts(n, shares)`` from each pool."""
+        counts = share_counts(n, self.shares)
+        parts = [pool.draw(k) for pool, k in zip(self.pools, counts, strict=True)]
+        out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return np.asarray(self._rng.permutation(out), dtype=np.int64)
+
+
 class PatientBagSampler:
     """Batches of ``bag_slices`` slices from each of ``bag_patients`` patients.
 
@@ -86,7 +129,7 @@ class PatientBagSampler:
         bag_slices: int,
         seed: int = 0,
         min_events: int = 2,
-        fill: BalancedSampler | None = None,
+        fill: BalancedSampler | ShareSampler | None = None,
         batch_size: int | None = None,
     ) -> None:
         idx = (

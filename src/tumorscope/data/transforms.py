@@ -214,6 +214,7 @@ def preprocess_volume(
 
     regions: np.ndarray | None = None
     tumour: np.ndarray | None = None
+    t_mask: np.ndarray | None = None
     if case.mask is not None:
         labels = case.labels if case.labels is not None else source
         try:
@@ -224,7 +225,7 @@ def preprocess_volume(
                 t_mask = region_masks(case.mask, labels, (spec.tumour_region,))[0].astype(bool)
         except ValueError as e:
             raise DataError(case.meta.path, str(e)) from None
-        tumour = t_mask.any(axis=(0, 1))
+        tumour = np.asarray(t_mask.any(axis=(0, 1)))
 
     z = select_slices(fg_fraction, tumour, spec, all_slices=all_slices)
     r0, c0, side = square_box(np.asarray(fg.any(axis=2)), spec.crop_margin)
@@ -235,18 +236,27 @@ def preprocess_volume(
     stats = intensity_stats(img, use, present, spec.clip_percentiles)
     images = np.zeros((z.size, img.shape[0], S, S), dtype=np.float32)
     masks = None if regions is None else np.zeros((z.size, len(spec.regions), S, S), dtype=np.uint8)
+    # The slice label comes from the same resized, thresholded mask the model trains on: a
+    # boundary slice whose tumour vanishes in the resize is a tumour-free slice.
+    slice_labels = None if tumour is None else np.zeros(z.size, dtype=bool)
+    t_index = spec.regions.index(spec.tumour_region) if spec.tumour_region in spec.regions else -1
     for i, zi in enumerate(z):  # one slice at a time keeps peak memory at one volume
         cut = crop_square(apply_stats(img[:, :, :, zi], use[:, :, zi], stats), restore.box)
         images[i] = to_display(resize(cut[None], S)[0])
-        if masks is not None and regions is not None:
+        if masks is not None and regions is not None and slice_labels is not None:
             m = crop_square(regions[:, :, :, zi].astype(np.float32), restore.box)
             masks[i] = to_display(resize(m[None], S)[0] >= 0.5).astype(np.uint8)
+            if t_index >= 0:
+                slice_labels[i] = bool(masks[i, t_index].any())
+            elif t_mask is not None:
+                t = crop_square(t_mask[None, :, :, zi].astype(np.float32), restore.box)
+                slice_labels[i] = bool((resize(t, S)[0] >= 0.5).any())
     return VolumeSlices(
         images=images,
         masks=masks,
         slice_index=z,
         foreground=fg_fraction[z],
-        tumour=None if tumour is None else tumour[z],
+        tumour=slice_labels,
         restore=restore,
     )
 

@@ -4,14 +4,15 @@ This measures exactly what users get: volumes go through ``Predictor.predict_vol
 (every slice inside the brain/body mask, masks restored to the input grid, the
 conditional-mask gate applied), images through ``Predictor.predict_batch``.
 :func:`collect_held_out` gathers per-patient Dice (gated and ungated, per region), HD95,
+BraTS 2023 lesion-wise Dice and HD95 (gated, per region),
 per-slice and per-image tumour logits/probabilities/labels, per-patient risks with their
 outcomes, and one overlay slice per case. :func:`classification_units` and
 :func:`survival_arrays` turn them into the row-aligned arrays the figures are computed on.
 
 Geometry: the predicted masks and the true masks are both in the input's canonical (RAS)
 grid at the input's own resolution, i.e. the original voxels up to an axis permutation/flip,
-so Dice and HD95 (with the per-axis spacing permuted alike) equal their values in the
-file's original geometry; no resampling is involved.
+so Dice, HD95 and the lesion-wise scores (with the per-axis spacing permuted alike) equal
+their values in the file's original geometry; no resampling is involved.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tumorscope.data.layout import discover, load_case, region_masks
 from tumorscope.data.types import LoadedCase
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import VolumeResult
+from tumorscope.metrics.lesionwise import lesion_wise
 from tumorscope.metrics.segmentation import dice, segmentation_metrics
 from tumorscope.runs import RunManifest
 
@@ -67,8 +69,11 @@ class HeldOut:
     Slice rows come from volume cases with a mask (label = true tumour on that slice);
     ``slice_boundary`` marks slices at the tumour's axial edge (label differs from an axial
     neighbour), where a few voxels decide the label. ``case_extra`` holds per-case IoU,
-    boundary F1 (2 mm) and absolute volume error (mL), gated masks. Logits are the raw model outputs,
-    before the run's temperature; probabilities are calibrated (what users get).
+    boundary F1 (2 mm) and absolute volume error (mL), gated masks. ``lesion_dice`` and
+    ``lesion_hd95`` (mm) are the BraTS 2023 lesion-wise scores
+    (:func:`~tumorscope.metrics.lesionwise.lesion_wise`, glioma parameters) of the gated
+    masks, mean over regions. Logits are the raw model outputs, before the run's
+    temperature; probabilities are calibrated (what users get).
     """
 
     regions: list[str] = field(default_factory=list)
@@ -81,6 +86,10 @@ class HeldOut:
     hd95: list[float] = field(default_factory=list)
     dice_by_region: dict[str, list[float]] = field(default_factory=dict)
     hd95_by_region: dict[str, list[float]] = field(default_factory=dict)
+    lesion_dice: list[float] = field(default_factory=list)
+    lesion_hd95: list[float] = field(default_factory=list)
+    lesion_dice_by_region: dict[str, list[float]] = field(default_factory=dict)
+    lesion_hd95_by_region: dict[str, list[float]] = field(default_factory=dict)
     case_extra: dict[str, list[float]] = field(default_factory=dict)
     gated: list[bool] = field(default_factory=list)
     slice_prob: list[float] = field(default_factory=list)
@@ -152,6 +161,9 @@ def _add_case(
         segmentation_metrics(result.masks[i].astype(bool), truth[i], spacing)
         for i in range(len(regions))
     ]
+    lesions = [
+        lesion_wise(result.masks[i].astype(bool), truth[i], spacing) for i in range(len(regions))
+    ]
     d = [m["dice"] for m in per_region]
     h = [m["hd95"] for m in per_region]
     out.case_ids.append(pid)
@@ -161,6 +173,8 @@ def _add_case(
         float(np.mean([dice(result.masks_ungated[i], truth[i]) for i in range(len(regions))]))
     )
     out.hd95.append(float(np.mean(h)))
+    out.lesion_dice.append(float(np.mean([lw.dice for lw in lesions])))
+    out.lesion_hd95.append(float(np.mean([lw.hd95 for lw in lesions])))
     out.gated.append(bool(result.gated))
     for key in CASE_EXTRA:
         values = [m[key] / (1000.0 if key == "abs_volume_error" else 1.0) for m in per_region]
@@ -168,6 +182,8 @@ def _add_case(
     for i, r in enumerate(regions):
         out.dice_by_region.setdefault(r, []).append(float(d[i]))
         out.hd95_by_region.setdefault(r, []).append(float(h[i]))
+        out.lesion_dice_by_region.setdefault(r, []).append(lesions[i].dice)
+        out.lesion_hd95_by_region.setdefault(r, []).append(lesions[i].hd95)
     tumour_z = np.asarray(truth.reshape(-1, truth.shape[-1]).any(axis=0), dtype=bool)  # (Z,)
     edge = _boundary(tumour_z)
     zs = sorted(result.slice_probabilities)

@@ -57,6 +57,8 @@ def predictions_dict(held: HeldOut) -> dict[str, Any]:
             "dice": held.dice[i],
             "dice_ungated": held.dice_ungated[i],
             "hd95_mm": held.hd95[i],
+            "lesion_dice": held.lesion_dice[i],
+            "lesion_hd95": held.lesion_hd95[i],
             "gated": held.gated[i],
             "dice_by_region": {r: held.dice_by_region[r][i] for r in held.regions},
         }

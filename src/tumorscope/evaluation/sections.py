@@ -25,13 +25,17 @@ SCHEMA_VERSION = 1
 
 
 def segmentation_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any]:
-    """``dice``, ``dice_ungated``, ``hd95_mm`` and ``by_region.<name>.{dice, hd95_mm}``."""
+    """``dice``, ``dice_ungated``, ``hd95_mm``, the BraTS 2023 lesion-wise ``lesion_dice`` and
+    ``lesion_hd95`` (mm), the extras, and ``by_region.<name>.{dice, hd95_mm, lesion_dice,
+    lesion_hd95}``; the top-level figures are per-patient means over the regions."""
     reason = "no evaluated case has a ground-truth mask"
     kw: dict[str, Any] = {"groups": None, "n_boot": n_boot, "seed": seed, "reason": reason}
     out: dict[str, Any] = {
         "dice": boot_figure([np.asarray(held.dice)], None, **kw),
         "dice_ungated": boot_figure([np.asarray(held.dice_ungated)], None, **kw),
         "hd95_mm": boot_figure([np.asarray(held.hd95)], None, unit="mm", **kw),
+        "lesion_dice": boot_figure([np.asarray(held.lesion_dice)], None, **kw),
+        "lesion_hd95": boot_figure([np.asarray(held.lesion_hd95)], None, unit="mm", **kw),
         "iou": boot_figure([np.asarray(held.case_extra.get("iou", []))], None, **kw),
         "boundary_f1_2mm": boot_figure(
             [np.asarray(held.case_extra.get("boundary_f1", []))], None, **kw
@@ -47,6 +51,12 @@ def segmentation_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any
             "dice": boot_figure([np.asarray(held.dice_by_region.get(r, []))], None, **kw),
             "hd95_mm": boot_figure(
                 [np.asarray(held.hd95_by_region.get(r, []))], None, unit="mm", **kw
+            ),
+            "lesion_dice": boot_figure(
+                [np.asarray(held.lesion_dice_by_region.get(r, []))], None, **kw
+            ),
+            "lesion_hd95": boot_figure(
+                [np.asarray(held.lesion_hd95_by_region.get(r, []))], None, unit="mm", **kw
             ),
         }
     return out

@@ -100,9 +100,18 @@ def _predict_image(
 
 
 def _predict_volume(
-    predictor: Predictor, path: Path, name: str, folder: OutputFolder, gate: float | None
+    predictor: Predictor,
+    path: Path,
+    name: str,
+    folder: OutputFolder,
+    gate: float | None,
+    *,
+    slice_gate: bool | None = None,
+    min_component_ml: float | None = None,
 ) -> tuple[VolumeResult, dict[str, Any]]:
-    result = predictor.predict_volume(path, gate_threshold=gate)
+    result = predictor.predict_volume(
+        path, gate_threshold=gate, slice_gate=slice_gate, min_component_ml=min_component_ml
+    )
     result.name = name
     mask = folder.write_with(f"{name}_mask.nii.gz", lambda p: predictor.write_mask(result, p))
     return result, {"mask_file": mask.name, "mask_empty_because_gated": result.gated}
@@ -132,6 +141,8 @@ def predict_inputs(
     truth: Sequence[Path] | None = None,
     overwrite: bool = False,
     allow_inside_input: bool = False,
+    slice_gate: bool | None = None,
+    min_component_ml: float | None = None,
 ) -> Iterator[str]:
     """Predict every input with the run's model and write the outputs into ``out``.
 
@@ -149,6 +160,10 @@ def predict_inputs(
         overwrite: Replace outputs an earlier prediction wrote in ``out`` (never other files).
         allow_inside_input: Allow ``out`` to be an input's folder (its files are still
             never replaced).
+        slice_gate: Override of the run's slice gate (volumes: zero the slices under the
+            gate threshold).
+        min_component_ml: Override of the run's smallest kept 3D mask component, mL
+            (volumes; 0 keeps all).
 
     Yields:
         One line per input for the user (``"<name>: tumour p=0.93, mask 12.4 mL -> …"``,
@@ -182,9 +197,15 @@ def predict_inputs(
     failed: list[DataError] = []
     for p in paths:
         name = input_name(p)
+        result: SliceResult | VolumeResult
         try:
-            predict = _predict_image if is_2d_input(p) else _predict_volume
-            result, files = predict(predictor, p, name, folder, gate_threshold)
+            if is_2d_input(p):
+                result, files = _predict_image(predictor, p, name, folder, gate_threshold)
+            else:
+                result, files = _predict_volume(
+                    predictor, p, name, folder, gate_threshold, slice_gate=slice_gate,
+                    min_component_ml=min_component_ml,
+                )  # fmt: skip
         except DataError as e:
             failed.append(e)
             yield f"{name}: error: {e}"
@@ -199,6 +220,7 @@ def predict_inputs(
                         predictor, p, out, name, mc_samples=mc_samples, gradcam=gradcam,
                         figure=figure, truth=truth[paths.index(p)] if truth else None,
                         gate_threshold=gate_threshold, overwrite=overwrite,
+                        slice_gate=slice_gate, min_component_ml=min_component_ml,
                     )
                 )  # fmt: skip
             except DataError as e:

@@ -48,6 +48,8 @@ def write_uncertainty_outputs(
     gate_threshold: float | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    slice_gate: bool | None = None,
+    min_component_ml: float | None = None,
 ) -> dict[str, Any]:
     """Run :func:`predict_full` on one input and write its uncertainty/Grad-CAM/figure files.
 
@@ -65,6 +67,8 @@ def write_uncertainty_outputs(
         gate_threshold: Override of the conditional-mask gate.
         seed: Seed of the dropout masks.
         overwrite: Replace files an earlier prediction wrote in ``out_dir`` (never others).
+        slice_gate: Override of the run's slice gate (volumes).
+        min_component_ml: Override of the run's smallest kept 3D component, mL (volumes).
 
     Returns:
         Fields for ``<name>.json``: ``uncertainty``, ``gradcam`` and the written file names
@@ -78,6 +82,7 @@ def write_uncertainty_outputs(
     full = predict_full(
         predictor, input_path, mc_samples=mc_samples, gradcam=gradcam or figure,
         review_cutoff=review_cutoff, gate_threshold=gate_threshold, seed=seed,
+        slice_gate=slice_gate, min_component_ml=min_component_ml,
     )  # fmt: skip
     fields: dict[str, Any] = {
         "uncertainty": full.uncertainty_json(),

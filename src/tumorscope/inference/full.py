@@ -53,6 +53,8 @@ class FullPredictor(Protocol):
         clinical: Mapping[str, float | None] | None = None,
         gate_threshold: float | None = None,
         affine: np.ndarray | None = None,
+        slice_gate: bool | None = None,
+        min_component_ml: float | None = None,
     ) -> VolumeResult: ...
 
 
@@ -201,6 +203,8 @@ def predict_full(
     clinical: dict[str, float | None] | None = None,
     gate_threshold: float | None = None,
     source: str | None = None,
+    slice_gate: bool | None = None,
+    min_component_ml: float | None = None,
 ) -> FullResult:
     """All heads, MC-dropout uncertainty and Grad-CAM for a 2D image or a volume.
 
@@ -215,6 +219,8 @@ def predict_full(
         clinical: Covariates for the survival head (volumes).
         gate_threshold: Override of the conditional-mask gate.
         source: Layout name of a ``LoadedCase``.
+        slice_gate: Override of the run's slice gate (volumes).
+        min_component_ml: Override of the run's smallest kept 3D component, mL (volumes).
 
     Raises:
         DataError: Unreadable input (from the predictor). ValueError: bad arguments.
@@ -242,8 +248,9 @@ def predict_full(
     else:
         loaded, src, name = predictor.load_volume(image_or_case, source=source)
         base = predictor.predict_volume(
-            loaded, source=src, clinical=clinical, gate_threshold=gate_threshold
-        )
+            loaded, source=src, clinical=clinical, gate_threshold=gate_threshold,
+            slice_gate=slice_gate, min_component_ml=min_component_ml,
+        )  # fmt: skip
         base.name = name
         slices = preprocess_volume(
             dataclasses.replace(loaded, mask=None), predictor.spec, source=src, all_slices=True

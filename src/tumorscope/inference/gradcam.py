@@ -43,14 +43,8 @@ CAM_METHODS: tuple[str, ...] = ("hirescam", "gradcam")
 
 
 def prenorm_layer(model: MultiTaskNet) -> nn.Module:
-    """The last convolution inside ``model.gradcam_layer`` (its output is pre-normalisation).
-
-    Found by type, not by name; the model could expose it as a typed property instead.
-    """
-    convs = [m for m in model.gradcam_layer.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError("gradcam: model.gradcam_layer holds no convolution")
-    return convs[-1]
+    """The bottleneck stage's last convolution (its output is pre-normalisation)."""
+    return model.prenorm_layer
 
 
 def _forward_for(model: MultiTaskNet, target: str) -> Callable[[torch.Tensor], torch.Tensor]:

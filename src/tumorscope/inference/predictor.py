@@ -1,14 +1,16 @@
 """``Predictor``: one call from an image, a case folder or a volume to mask, probability, risk.
 
-Everything that shapes a prediction — preprocessing, temperature, threshold, gate,
-Breslow baseline, cohort risk quantiles, clinical imputation — comes from the run's
-manifest, never from the caller (the gate threshold may be overridden per call).
+Everything that shapes a prediction — preprocessing, temperature, threshold, gate, volume
+post-processing, Breslow baseline, cohort risk quantiles, clinical imputation — comes from
+the run's manifest, never from the caller (the gate threshold and the post-processing may
+be overridden per call).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from tumorscope.data.types import TUMOUR_TYPES, DataError, LoadedCase
 from tumorscope.inference.domain import image_warnings, volume_warnings
 from tumorscope.inference.full import FullResult, predict_full
 from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
+from tumorscope.inference.postprocess import postprocess_masks
 from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult
 from tumorscope.inference.risk import patient_risk
 from tumorscope.models.multitask import MultiTaskNet
@@ -82,6 +85,8 @@ class Predictor:
         self.temperature = cal.temperature
         self.threshold = cal.threshold
         self.gate_threshold = cal.gate_threshold
+        self.slice_gate = cal.slice_gate
+        self.min_component_ml = cal.min_component_ml
 
     @property
     def model(self) -> MultiTaskNet:
@@ -134,16 +139,14 @@ class Predictor:
         Args:
             cfg: Config giving the model and preprocessing.
             calibration: Entries overriding the identity calibration (temperature 1,
-                threshold 0.5, gate from ``cfg``, no survival baseline).
+                threshold 0.5, gate and post-processing from ``cfg``, no survival baseline).
             seed: Seed of the weight initialisation (the global RNG is left untouched).
             batch_size: Slices per forward pass.
         """
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = create_model(cfg.model)
-        cal = Calibration.from_dict(
-            {"gate_threshold": cfg.calibration.gate_threshold, **(calibration or {})}
-        )
+        cal = Calibration.from_dict(calibration or {}, config=dataclasses.asdict(cfg.calibration))
         manifest = RunManifest(
             config=cfg.to_dict(),
             preprocessing=PreprocessSpec.from_config(cfg).to_dict(),
@@ -211,6 +214,12 @@ class Predictor:
         if not 0.0 <= gate <= 1.0:
             raise ValueError(f"gate_threshold: {gate} is not a probability in [0, 1]")
         return gate
+
+    def _min_component_ml(self, min_component_ml: float | None) -> float:
+        ml = self.min_component_ml if min_component_ml is None else float(min_component_ml)
+        if not (math.isfinite(ml) and ml >= 0):
+            raise ValueError(f"min_component_ml: {ml} is not a volume >= 0 mL")
+        return ml
 
     # ------------------------------------------------------------------ 2D
     def predict(
@@ -315,7 +324,7 @@ class Predictor:
 
         A thin front to :func:`tumorscope.inference.full.predict_full` (keyword
         arguments: ``mc_samples``, ``gradcam``, ``review_cutoff``, ``seed``, ``cam_method``,
-        ``clinical``, ``gate_threshold``, ``source``).
+        ``clinical``, ``gate_threshold``, ``source``, ``slice_gate``, ``min_component_ml``).
         """
         return predict_full(self, image_or_case, **kwargs)
 
@@ -327,8 +336,16 @@ class Predictor:
         clinical: Mapping[str, float | None] | None = None,
         gate_threshold: float | None = None,
         affine: np.ndarray | None = None,
+        slice_gate: bool | None = None,
+        min_component_ml: float | None = None,
     ) -> VolumeResult:
         """Predict a whole volume slice by slice inside the brain/body mask.
+
+        ``masks`` are the thresholded network output after the patient gate and the
+        post-processing of :func:`~tumorscope.inference.postprocess.postprocess_masks`
+        (slices under the gate zeroed, 3D components under ``min_component_ml`` removed);
+        ``masks_ungated`` keep the raw thresholded output. Slices outside the brain/body
+        mask are not predicted and count as probability 0.
 
         Args:
             case: Case folder (BraTS, HECKTOR), DICOM series folder, NIfTI path, array,
@@ -336,15 +353,25 @@ class Predictor:
             source: Layout name when ``case`` is a ``LoadedCase``.
             clinical: Covariates for the survival head; missing ones are imputed with the
                 training values stored in the run.
-            gate_threshold: Probability under which no mask is returned (default: the run's).
+            gate_threshold: Probability under which no mask is returned, and under which
+                a slice is zeroed (default: the run's).
             affine: Affine of an array input.
+            slice_gate: Zero the slices under the gate (default: the run's).
+            min_component_ml: Remove 3D components smaller than this, in mL (default: the
+                run's; 0 keeps all).
 
         Returns:
             :class:`VolumeResult`: masks ``(R, X, Y, Z)`` in the canonical grid of the input,
             ``masks_in_input_geometry()`` in its stored grid, volumes in mL, patient
-            probability, risk.
+            probability, risk, and what the post-processing did.
+
+        Raises:
+            DataError: Unreadable input, or one holding NaN or Inf.
+            ValueError: A gate threshold outside [0, 1] or a negative ``min_component_ml``.
         """
         gate = self._gate(gate_threshold)
+        use_slice_gate = self.slice_gate if slice_gate is None else bool(slice_gate)
+        min_ml = self._min_component_ml(min_component_ml)
         loaded, src, name, warnings = load_volume(case, self.spec, source=source, affine=affine)
         if not np.isfinite(loaded.image).all():
             raise DataError(loaded.meta.path, "volume holds NaN or Inf values")
@@ -369,8 +396,18 @@ class Predictor:
                 risk.slices_used = [int(z) for z in slices.slice_index[used]]
         gated = p < gate or slices.slice_index.size == 0
         log.debug("%s: %d slices, p=%.3f, gated=%s", name, slices.slice_index.size, p, gated)
-        masks = np.zeros_like(ungated) if gated else ungated
         voxel_ml = abs(float(np.linalg.det(loaded.meta.affine[:3, :3]))) / 1000.0
+        by_z = np.zeros(shape[2], dtype=np.float64)
+        by_z[slices.slice_index] = probs
+        processed, report = postprocess_masks(
+            ungated,
+            by_z,
+            gate_threshold=gate,
+            voxel_ml=voxel_ml,
+            slice_gate=use_slice_gate,
+            min_component_ml=min_ml,
+        )
+        masks = np.zeros_like(ungated) if gated else processed
         return VolumeResult(
             name=name,
             tumour_probability=p,
@@ -389,6 +426,7 @@ class Predictor:
             warnings=warnings,
             meta=loaded.meta,
             gate_threshold=gate,
+            postprocess=report,
         )
 
     def _survival_slices(self, slices: VolumeSlices, probs: np.ndarray, depth: int) -> np.ndarray:

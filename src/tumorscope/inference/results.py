@@ -10,6 +10,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from tumorscope import DISCLAIMER
 from tumorscope.data.types import ImageMeta
+from tumorscope.inference.postprocess import PostprocessReport
 
 PROBABILITY_AGGREGATION = (
     "max of the calibrated slice probabilities over the slices inside the brain/body mask"
@@ -160,9 +161,13 @@ class VolumeResult:
         tumour_probability: Patient-level probability (:data:`PROBABILITY_AGGREGATION`).
         tumour: Decision at the calibrated threshold.
         threshold: Decision threshold.
-        masks: ``(R, X, Y, Z)`` uint8 in the canonical (RAS+) grid; all zero when gated.
-            :meth:`masks_in_input_geometry` gives them in the input's stored grid.
-        masks_ungated: The same before the conditional-mask gate.
+        masks: ``(R, X, Y, Z)`` uint8 in the canonical (RAS+) grid: ``masks_ungated`` after
+            the post-processing of ``postprocess`` (slice gate, then removal of small 3D
+            components); all zero when gated. :meth:`masks_in_input_geometry` gives them in
+            the input's stored grid.
+        masks_ungated: The raw network output thresholded at 0.5: no patient gate, no slice
+            gate, no component removal (what ``dice_ungated`` scores, so that the effect
+            of the gate and the post-processing is measurable).
         gated: True when the mask was withheld (probability under the gate threshold).
         mask_reason: Why the mask was withheld.
         regions: Region names.
@@ -172,6 +177,8 @@ class VolumeResult:
         warnings: Domain-check warnings.
         meta: Geometry of the input (shape, spacing, canonical and stored affines).
         gate_threshold: Probability under which the mask is withheld.
+        postprocess: What the post-processing removed from ``masks_ungated`` (counted
+            before the patient gate); None when none was run.
     """
 
     name: str
@@ -189,6 +196,7 @@ class VolumeResult:
     warnings: list[str] = field(default_factory=list)
     meta: ImageMeta | None = None
     gate_threshold: float = 0.3
+    postprocess: PostprocessReport | None = None
 
     def masks_in_input_geometry(self) -> np.ndarray:
         """``(R, *stored_shape)`` uint8 masks in the input's stored voxel order.
@@ -219,6 +227,7 @@ class VolumeResult:
             "regions": self.regions,
             "mask_labels": {r: i + 1 for i, r in enumerate(self.regions)},
             "volumes_ml": self.volumes_ml,
+            "postprocess": None if self.postprocess is None else self.postprocess.to_json(),
             "risk": None if self.risk is None else self.risk.to_json(),
             "n_slices": len(self.slice_probabilities),
             "slice_probabilities": {str(z): p for z, p in self.slice_probabilities.items()},

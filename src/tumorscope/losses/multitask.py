@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.losses import DeepSupervisionLoss
 from torch import nn
 
 from tumorscope.config import TASKS, LossConfig
 from tumorscope.data.batch import Batch
 from tumorscope.losses.cox import cox_nll
-from tumorscope.losses.segmentation import make_segmentation_loss
+from tumorscope.losses.segmentation import deep_supervision_weights, make_segmentation_loss
 from tumorscope.models.multitask import ModelOutput
 
 logger = logging.getLogger(__name__)
@@ -179,8 +180,19 @@ class MultiTaskLoss(nn.Module):
             present = batch.has_mask
             n = int(present.sum())
             if n == 0:
-                return (logits * 0).sum(), 0
-            return self.segmentation_loss(logits[present].float(), batch.mask[present].float()), n
+                anchor = (logits * 0).sum()
+                for aux in output.seg_aux_logits or []:
+                    anchor = anchor + (aux * 0).sum()  # DDP: every parameter in the graph
+                return anchor, 0
+            target = batch.mask[present].float()
+            if not output.seg_aux_logits:
+                return self.segmentation_loss(logits[present].float(), target), n
+            scales = [logits, *output.seg_aux_logits]
+            deep = DeepSupervisionLoss(
+                self.segmentation_loss,  # type: ignore[arg-type]
+                weights=deep_supervision_weights(len(scales)),
+            )
+            return deep([z[present].float() for z in scales], target), n
         if task == "tumour":
             logit = _need(output.tumour_logit, task).reshape(-1)
             present = batch.has_tumour

@@ -2,7 +2,11 @@
 
 ``dice_bce`` (default), ``focal``, ``tversky`` and ``focal_tversky`` — MONAI's losses where
 they fit. Inputs are ``(B, R, H, W)`` logits and ``(B, R, H, W)`` binary masks of the
-samples that carry a mask (the caller drops the others).
+samples that carry a mask (the caller drops the others). Dice and Tversky are per sample
+by default (``loss.dice_batch: false``, MONAI's default): every slice's ratio counts
+once, so a false-positive island on a tumour-free slice costs as much as a missed small
+tumour. With deep supervision (:func:`deep_supervision_weights`) MONAI's
+``DeepSupervisionLoss`` sums the loss over the decoder scales.
 """
 
 from __future__ import annotations
@@ -17,22 +21,30 @@ from tumorscope.config import LossConfig
 
 SegLossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-# Batch Dice/Tversky (sums over the batch before dividing, as nnU-Net does for 2D) keeps
-# slices with an empty mask from dominating the loss; the smoothing constants are MONAI's.
+# MONAI's smoothing constants.
 SMOOTH = 1e-5
 
 
+def deep_supervision_weights(levels: int) -> list[float]:
+    """nnU-Net's deep-supervision weights: ``1/2**k`` for scale ``k``, normalised to sum 1."""
+    raw = [0.5**k for k in range(max(1, levels))]
+    return [w / sum(raw) for w in raw]
+
+
 class DiceBCELoss(nn.Module):
-    """Soft Dice (sigmoid, batch) + binary cross-entropy, weighted equally.
+    """Soft Dice (sigmoid; per sample, or over the batch) + binary cross-entropy, weighted equally.
 
     MONAI's ``DiceCELoss`` falls back to softmax cross-entropy when there is more than one
     channel, which is wrong for independent sigmoid regions (WT/TC/ET overlap), so the two
     MONAI/PyTorch parts are summed here instead.
+
+    Args:
+        batch: One Dice ratio over the whole batch instead of the mean of per-sample ratios.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, batch: bool = False) -> None:
         super().__init__()
-        self.dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+        self.dice = DiceLoss(sigmoid=True, batch=batch, smooth_nr=SMOOTH, smooth_dr=SMOOTH)
         self.bce = nn.BCEWithLogitsLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,7 +64,7 @@ class FocalTverskyLoss(nn.Module):
         gamma: Focal exponent γ (``focal_gamma``); γ = 1 gives the Tversky loss.
     """
 
-    def __init__(self, alpha: float, beta: float, gamma: float) -> None:
+    def __init__(self, alpha: float, beta: float, gamma: float, batch: bool = False) -> None:
         super().__init__()
         if gamma <= 0:
             raise ValueError(f"loss.focal_gamma: must be > 0 for focal_tversky, got {gamma}")
@@ -60,7 +72,7 @@ class FocalTverskyLoss(nn.Module):
             sigmoid=True,
             alpha=alpha,
             beta=beta,
-            batch=True,
+            batch=batch,
             reduction="none",
             smooth_nr=SMOOTH,
             smooth_dr=SMOOTH,
@@ -69,8 +81,8 @@ class FocalTverskyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss for ``(B, R, H, W)`` logits and masks."""
-        per_region = self.tversky(logits, target).clamp(min=0)
-        return per_region.pow(1.0 / self.gamma).mean()
+        per_item = self.tversky(logits, target).clamp(min=0)
+        return per_item.pow(1.0 / self.gamma).mean()
 
 
 def make_segmentation_loss(cfg: LossConfig) -> SegLossFn:
@@ -88,7 +100,7 @@ def make_segmentation_loss(cfg: LossConfig) -> SegLossFn:
     """
     name = cfg.segmentation
     if name == "dice_bce":
-        return DiceBCELoss()
+        return DiceBCELoss(batch=cfg.dice_batch)
     if name == "focal":
         return FocalLoss(gamma=cfg.focal_gamma, use_softmax=False)
     if name == "tversky":
@@ -96,12 +108,14 @@ def make_segmentation_loss(cfg: LossConfig) -> SegLossFn:
             sigmoid=True,
             alpha=cfg.tversky_alpha,
             beta=cfg.tversky_beta,
-            batch=True,
+            batch=cfg.dice_batch,
             smooth_nr=SMOOTH,
             smooth_dr=SMOOTH,
         )
     if name == "focal_tversky":
-        return FocalTverskyLoss(cfg.tversky_alpha, cfg.tversky_beta, cfg.focal_gamma)
+        return FocalTverskyLoss(
+            cfg.tversky_alpha, cfg.tversky_beta, cfg.focal_gamma, batch=cfg.dice_batch
+        )
     raise ValueError(
         f"loss.segmentation: {name!r} is not one of ['dice_bce', 'focal', 'tversky', 'focal_tversky']"
     )

@@ -14,6 +14,15 @@ background), the directed surface distances are the Euclidean distances in mm fr
 surface voxel of one mask to the nearest surface voxel of the other, and HD95 is the
 **maximum of the two directed 95th percentiles** (linear interpolation), not the percentile
 of the pooled set.
+
+The BraTS packages differ (``tests/metrics/test_lesionwise.py`` asserts each difference):
+the BraTS 2023 code takes surfaces from DeepMind's ``surface_distance`` (surface elements
+on the voxel-corner grid, weighted by area; HD95 within about a voxel of ours) and gives
+374 mm for one empty mask; ``brats-evaluation`` 0.0.10 (``panoptica`` 2.1.7) has these
+surfaces and this Dice, but its whole-volume HD95 is the 95th percentile of both directed
+sets pooled, in voxels (it does not pass the spacing to its global metrics), infinite (373
+in its parsers) whenever the masks do not overlap, and both metrics are NaN for two empty
+masks. Lesion-wise scores: :mod:`tumorscope.metrics.lesionwise`.
 """
 
 from __future__ import annotations

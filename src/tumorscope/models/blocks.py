@@ -56,35 +56,58 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-class EncoderStage(nn.Sequential):
+class EncoderStage(nn.Module):
     """Two :class:`ConvNormAct`; the first one strided to halve H and W when ``downsample``.
 
     Maps ``(B, in_channels, H, W)`` to ``(B, out_channels, H', W')`` with ``H' = H / 2``
-    when ``downsample`` else ``H``.
+    when ``downsample`` else ``H``. The second block is split in two child modules,
+    ``pre`` (first block and the second convolution) and ``post`` (its norm and
+    activation), so :meth:`forward_with_pre_norm` can hand out the pre-normalisation map
+    while every part still runs through its module call (forward hooks, Grad-CAM).
     """
 
     def __init__(self, in_channels: int, out_channels: int, norm: Norm, downsample: bool) -> None:
-        super().__init__(
+        super().__init__()
+        self.pre = nn.Sequential(
             ConvNormAct(in_channels, out_channels, norm, stride=2 if downsample else 1),
-            ConvNormAct(out_channels, out_channels, norm),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
         )
+        self.post = nn.Sequential(
+            make_norm(norm, out_channels), nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        )
+
+    def forward_with_pre_norm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(output, pre_norm)``: the stage's output and its last convolution's output."""
+        pre = self.pre(x)
+        return self.post(pre), pre
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's output."""
+        return self.forward_with_pre_norm(x)[0]
 
 
 class DecoderStage(nn.Module):
     """Transposed-conv ×2 upsampling, concatenation with the skip, two :class:`ConvNormAct`.
 
     ``forward(x (B, in_channels, h, w), skip (B, skip_channels, 2h, 2w))`` returns
-    ``(B, out_channels, 2h, 2w)``.
+    ``(B, out_channels, 2h, 2w)``; :meth:`first_half` and :meth:`second_half` split it
+    between the two blocks (the decoder's MC-dropout layer sits there in its last stage).
     """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, norm: Norm) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.convs = nn.Sequential(
-            ConvNormAct(out_channels + skip_channels, out_channels, norm),
-            ConvNormAct(out_channels, out_channels, norm),
-        )
+        self.first = ConvNormAct(out_channels + skip_channels, out_channels, norm)
+        self.second = ConvNormAct(out_channels, out_channels, norm)
+
+    def first_half(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Upsample ``x``, join ``skip`` on channels, first block."""
+        return self.first(torch.cat([self.up(x), skip], dim=1))
+
+    def second_half(self, h: torch.Tensor) -> torch.Tensor:
+        """The second block."""
+        return self.second(h)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Upsample ``x``, join ``skip`` on channels and convolve."""
-        return self.convs(torch.cat([self.up(x), skip], dim=1))
+        return self.second_half(self.first_half(x, skip))

@@ -27,7 +27,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.out_channels: list[int] = [base_channels * 2**i for i in range(depth + 1)]
         chans = [in_channels, *self.out_channels]
-        self.stages = nn.ModuleList(
+        self.stages: nn.ModuleList = nn.ModuleList(
             EncoderStage(chans[i], chans[i + 1], norm, downsample=i > 0) for i in range(depth + 1)
         )
 
@@ -41,10 +41,17 @@ class Encoder(nn.Module):
         """The bottleneck stage (coarsest features), the Grad-CAM target layer."""
         return self.stages[-1]
 
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(features, pre_norm)``: every stage's output and its last convolution's output
+        (before the final normalisation), both fine → coarse."""
+        features, pre_norm = [], []
+        for stage in self.stages:
+            assert isinstance(stage, EncoderStage)
+            x, pre = stage.forward_with_pre_norm(x)
+            features.append(x)
+            pre_norm.append(pre)
+        return features, pre_norm
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of every stage, fine → coarse (see the class docstring for shapes)."""
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+        return self.encode(x)[0]

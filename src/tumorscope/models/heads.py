@@ -5,6 +5,8 @@ Every head returns logits (or a log-hazard), never probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -12,31 +14,80 @@ from tumorscope.models.blocks import LEAKY_SLOPE
 
 
 class SegmentationHead(nn.Module):
-    """1×1 convolution: ``(B, in_channels, H, W)`` → ``(B, n_regions, H, W)`` logits, one per region."""
+    """1×1 convolution: ``(B, in_channels, H, W)`` → ``(B, n_regions, H, W)`` logits, one per region.
 
-    def __init__(self, in_channels: int, n_regions: int) -> None:
+    With ``aux_channels`` it also holds one 1×1 convolution per coarser decoder scale for
+    deep supervision (:meth:`aux`), used in training only.
+
+    Args:
+        in_channels: Channels of the full-resolution decoder output.
+        n_regions: Regions (one sigmoid logit each).
+        aux_channels: Channels of the coarser decoder outputs that get a head, fine → coarse.
+    """
+
+    def __init__(self, in_channels: int, n_regions: int, aux_channels: Sequence[int] = ()) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, n_regions, kernel_size=1)
+        self.aux_convs = nn.ModuleList(nn.Conv2d(c, n_regions, kernel_size=1) for c in aux_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Region logits (sigmoid per region, nnU-Net's region-based style)."""
         return self.conv(x)
 
+    def aux(self, coarse: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits of the coarser scales, fine → coarse (``coarse`` ordered the same way)."""
+        return [conv(x) for conv, x in zip(self.aux_convs, coarse, strict=False)]
+
 
 class ClassificationHead(nn.Module):
-    """Dropout → linear on pooled features: ``(B, in_features)`` → ``(B, n_classes)`` logits.
+    """Slice decision: ``(B, in_features)`` readout (+ ``(B, E)`` evidence) → ``(B, n_classes)``.
 
-    The dropout is one of the model's MC-dropout layers (DESIGN "Inference").
+    ``logits = linear(dropout(norm(readout))) + evidence_linear(evidence)``. The dropout is
+    one of the model's MC-dropout layers (DESIGN "Inference"). ``norm`` is a layer norm
+    over the readout's features (``normalise``): pre-normalisation features have no fixed
+    scale, and a layer norm keeps each sample's pattern across channels and pooling types
+    (average against max: how peaked a response is). The evidence features (the
+    segmentation map's top-k mean and log-mean-exp, in logit units) enter linearly.
+
+    Args:
+        in_features: Size of the readout vector.
+        n_classes: Logits out (1 for a binary head).
+        dropout: MC-dropout probability on the readout.
+        evidence_features: Size ``E`` of the evidence vector (0 = none).
+        normalise: Layer-normalise the readout.
     """
 
-    def __init__(self, in_features: int, n_classes: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        dropout: float = 0.0,
+        *,
+        evidence_features: int = 0,
+        normalise: bool = False,
+    ) -> None:
         super().__init__()
+        self.norm: nn.Module = nn.LayerNorm(in_features) if normalise else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, n_classes)
+        self.evidence: nn.Linear | None = (
+            nn.Linear(evidence_features, n_classes, bias=False) if evidence_features else None
+        )
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Class logits (one logit for a binary head)."""
-        return self.linear(self.dropout(pooled))
+    def forward(self, readout: torch.Tensor, evidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (one logit for a binary head).
+
+        Raises:
+            ValueError: evidence given to a head built without it, or missing for one built with it.
+        """
+        logits = self.linear(self.dropout(self.norm(readout)))
+        if self.evidence is None:
+            if evidence is not None:
+                raise ValueError("evidence: this head was built with evidence_features=0")
+            return logits
+        if evidence is None:
+            raise ValueError("evidence: this head needs the segmentation evidence")
+        return logits + self.evidence(evidence.to(logits.dtype))
 
 
 class PatientSurvivalHead(nn.Module):
@@ -54,14 +105,24 @@ class PatientSurvivalHead(nn.Module):
         survival_dim: Size ``D`` of the slice embedding (and of the attention layer).
         clinical_features: Number ``K`` of clinical covariates joined per patient (0 = none).
         dropout: Dropout probability before the embedding layer (an MC-dropout layer).
+        normalise: Layer-normalise the readout first (see :class:`ClassificationHead`).
     """
 
     def __init__(
-        self, in_features: int, survival_dim: int, clinical_features: int = 0, dropout: float = 0.0
+        self,
+        in_features: int,
+        survival_dim: int,
+        clinical_features: int = 0,
+        dropout: float = 0.0,
+        *,
+        normalise: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(in_features, survival_dim), nn.LeakyReLU(LEAKY_SLOPE)
+            nn.LayerNorm(in_features) if normalise else nn.Identity(),
+            nn.Dropout(dropout),
+            nn.Linear(in_features, survival_dim),
+            nn.LeakyReLU(LEAKY_SLOPE),
         )
         self.attention = nn.Sequential(
             nn.Linear(survival_dim, survival_dim), nn.Tanh(), nn.Linear(survival_dim, 1, bias=False)

@@ -2,15 +2,24 @@
 survival heads, one :class:`ModelOutput` type.
 
 The per-slice forward is split in two for MC-dropout (DESIGN "Inference"):
-:meth:`MultiTaskNet.trunk` (encoder, every decoder stage but the last, global pooling; no
-dropout, runs once per image) and :meth:`MultiTaskNet.tail` (the dropout layers, the last
-decoder stage and every head; re-run per MC sample). ``forward(x) == tail(trunk(x))``.
-The per-slice forward has no data-dependent control flow, so it traces to ONNX.
+:meth:`MultiTaskNet.trunk` (encoder, the decoder up to the first block of its last stage,
+the pooled readout; no dropout, runs once per image) and :meth:`MultiTaskNet.tail` (the
+dropout layers, the last decoder block and every head; re-run per MC sample).
+``forward(x) == tail(trunk(x))``. The per-slice forward has no data-dependent control
+flow, so it traces to ONNX.
+
+The slice heads read the ``readout``: with ``model.readout: multiscale`` the last two
+encoder stages' maps *before* their last normalisation, average- and max-pooled (instance
+norm removes each sample's scale, so pooled normalised features cannot say how strong a
+response is), and with ``model.seg_evidence`` the segmentation logits' evidence per
+region (top-k mean and log-mean-exp of the map): the segmentation head learns "is there
+tumour here" from dense labels, and the slice decision uses it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,13 +28,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from tumorscope.config import PARTS, TASKS, ModelConfig
-from tumorscope.models.decoder import Decoder
+from tumorscope.models.blocks import EncoderStage
+from tumorscope.models.decoder import Decoder, DecoderTrunk
 from tumorscope.models.encoder import Encoder
 from tumorscope.models.heads import ClassificationHead, PatientSurvivalHead, SegmentationHead
 
 logger = logging.getLogger(__name__)
 
 TUMOUR_TYPE_CLASSES = 4
+# Pixels averaged by the top-k evidence of a segmentation map (a fixed count, so that the
+# traced graph has no shape-dependent k; capped at H·W for tiny inputs).
+EVIDENCE_TOPK = 16
+# Evidence features per region: top-k mean and log-mean-exp.
+EVIDENCE_PER_REGION = 2
+# Encoder stages the multiscale readout pools (the coarsest ones).
+READOUT_STAGES = 2
 # Which optional part serves which task (segmentation is always built).
 TASK_HEAD: dict[str, str] = {
     "segmentation": "segmentation_head",
@@ -51,12 +68,16 @@ class ModelOutput:
         tumour_logit: ``(B, 1)`` tumour-present logit.
         tumour_type_logits: ``(B, 4)`` tumour-type logits.
         survival_embedding: ``(B, D)`` per-slice embedding for :class:`PatientSurvivalHead`.
+        seg_aux_logits: Deep-supervision logits of the coarser decoder scales, fine →
+            coarse (``(B, R, H / 2**k, W / 2**k)``, k = 1, 2, …); only in training mode
+            with ``model.deep_supervision`` > 0, else None.
     """
 
     seg_logits: torch.Tensor | None = None
     tumour_logit: torch.Tensor | None = None
     tumour_type_logits: torch.Tensor | None = None
     survival_embedding: torch.Tensor | None = None
+    seg_aux_logits: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -65,14 +86,32 @@ class Trunk:
 
     Attributes:
         features: Encoder maps fine → coarse, ``f_i`` of shape ``(B, c_i, H / 2**i, W / 2**i)``.
-        decoded: ``(B, c_0, H, W)`` decoder output (before the MC-dropout layer); None when
-            segmentation was not asked for.
-        pooled: ``(B, c_depth)`` global average of the coarsest map (input of the heads).
+        decoder: The decoder's deterministic part (up to the MC-dropout layer); None when
+            neither segmentation nor the segmentation evidence is needed.
+        readout: ``(B, F)`` pooled features, input of the slice heads.
     """
 
     features: list[torch.Tensor]
-    decoded: torch.Tensor | None
-    pooled: torch.Tensor
+    decoder: DecoderTrunk | None
+    readout: torch.Tensor
+
+
+def seg_evidence(seg_logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 2R)`` evidence of ``(B, R, H, W)`` logits: per region the mean of the top
+    :data:`EVIDENCE_TOPK` logits and the log-mean-exp (a soft maximum), in fp32."""
+    flat = seg_logits.float().flatten(2)
+    k = min(EVIDENCE_TOPK, int(flat.shape[-1]))
+    top = torch.topk(flat, k, dim=-1).values.mean(dim=-1)
+    lme = torch.logsumexp(flat, dim=-1) - math.log(int(flat.shape[-1]))
+    return torch.cat([top, lme], dim=1)
+
+
+def pooled_readout(maps: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``(B, 2·Σc)``: the global average and maximum of each ``(B, c, h, w)`` map, joined."""
+    parts = []
+    for m in maps:
+        parts += [m.mean(dim=(2, 3)), m.amax(dim=(2, 3))]
+    return torch.cat(parts, dim=1)
 
 
 def _exporting() -> bool:
@@ -130,18 +169,37 @@ class MultiTaskNet(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg.in_channels, cfg.base_channels, cfg.depth, cfg.norm)
         self.decoder = Decoder(self.encoder.out_channels, cfg.norm, cfg.dropout)
-        self.segmentation_head = SegmentationHead(self.decoder.out_channels, len(cfg.regions))
-        coarse = self.encoder.out_channels[-1]
+        self.segmentation_head = SegmentationHead(
+            self.decoder.out_channels,
+            len(cfg.regions),
+            self.decoder.coarse_channels[::-1][: cfg.deep_supervision],
+        )
+        chans = self.encoder.out_channels
+        multiscale = cfg.readout == "multiscale"
+        readout = 2 * sum(chans[-READOUT_STAGES:]) if multiscale else chans[-1]
+        evidence = EVIDENCE_PER_REGION * len(cfg.regions) if cfg.seg_evidence else 0
         self.tumour_head: ClassificationHead | None = None
         self.tumour_type_head: ClassificationHead | None = None
         self.survival_head: PatientSurvivalHead | None = None
         if "tumour" in cfg.heads:
-            self.tumour_head = ClassificationHead(coarse, 1, cfg.dropout)
+            self.tumour_head = ClassificationHead(
+                readout, 1, cfg.dropout, evidence_features=evidence, normalise=multiscale
+            )
         if "tumour_type" in cfg.heads:
-            self.tumour_type_head = ClassificationHead(coarse, TUMOUR_TYPE_CLASSES, cfg.dropout)
+            self.tumour_type_head = ClassificationHead(
+                readout,
+                TUMOUR_TYPE_CLASSES,
+                cfg.dropout,
+                evidence_features=evidence,
+                normalise=multiscale,
+            )
         if "survival" in cfg.heads:
             self.survival_head = PatientSurvivalHead(
-                coarse, cfg.survival_dim, cfg.clinical_features, cfg.dropout
+                readout,
+                cfg.survival_dim,
+                cfg.clinical_features,
+                cfg.dropout,
+                normalise=multiscale,
             )
         self._frozen: set[str] = set()
 
@@ -186,8 +244,28 @@ class MultiTaskNet(nn.Module):
 
     @property
     def gradcam_layer(self) -> nn.Module:
-        """The module whose activations Grad-CAM uses: the last encoder stage (bottleneck)."""
-        return self.encoder.last_stage
+        """The module whose activations Grad-CAM uses: the bottleneck stage up to its last
+        convolution, whose output (before the final norm) feeds both the slice heads'
+        readout and, normalised, the decoder."""
+        stage = self.encoder.last_stage
+        assert isinstance(stage, EncoderStage)
+        return stage.pre
+
+    @property
+    def readout_layers(self) -> list[nn.Module]:
+        """The convolutions whose outputs the slice heads' readout pools, fine → coarse
+        (the last two encoder stages' last convolutions; the bottleneck's alone with
+        ``readout: bottleneck``)."""
+        n = READOUT_STAGES if self.cfg.readout == "multiscale" else 1
+        stages = list(self.encoder.stages)[-n:]
+        return [s.pre[-1] for s in stages if isinstance(s, EncoderStage)]
+
+    @property
+    def prenorm_layer(self) -> nn.Module:
+        """The bottleneck stage's last convolution (its output is before the final norm)."""
+        stage = self.encoder.last_stage
+        assert isinstance(stage, EncoderStage)
+        return stage.pre[-1]
 
     @property
     def dropout_layers(self) -> list[nn.Dropout | nn.Dropout2d]:
@@ -282,13 +360,17 @@ class MultiTaskNet(nn.Module):
                 f"instance norm needs H or W of at least {2 * m}"
             )
 
+    def _needs_decoder(self, wanted: frozenset[str]) -> bool:
+        evidence = self.cfg.seg_evidence and bool(wanted & {"tumour", "tumour_type"})
+        return "segmentation" in wanted or evidence
+
     def trunk(self, x: torch.Tensor, tasks: Iterable[str] | None = None) -> Trunk:
-        """Deterministic part: encoder, whole decoder, pooled coarse features.
+        """Deterministic part: encoder, the decoder up to its dropout layer, the readout.
 
         Args:
             x: ``(B, in_channels, H, W)`` with H, W multiples of :attr:`size_multiple`.
-            tasks: Tasks the tail will compute (None = all); the decoder is skipped
-                without ``segmentation``.
+            tasks: Tasks the tail will compute (None = all); the decoder is skipped when
+                neither segmentation nor the segmentation evidence is needed.
 
         Raises:
             ValueError: for a wrong shape or an unknown task.
@@ -296,13 +378,17 @@ class MultiTaskNet(nn.Module):
         wanted = self.resolve_tasks(tasks)
         if not _exporting():
             self.check_input(x)
-        features = self.encoder(x)
-        decoded = self.decoder(features) if "segmentation" in wanted else None
-        pooled = features[-1].mean(dim=(2, 3))
-        return Trunk(features=features, decoded=decoded, pooled=pooled)
+        features, pre_norm = self.encoder.encode(x)
+        decoder = self.decoder.trunk(features) if self._needs_decoder(wanted) else None
+        if self.cfg.readout == "multiscale":
+            readout = pooled_readout(pre_norm[-READOUT_STAGES:])
+        else:
+            readout = features[-1].mean(dim=(2, 3))
+        return Trunk(features=features, decoder=decoder, readout=readout)
 
     def tail(self, trunk: Trunk, tasks: Iterable[str] | None = None) -> ModelOutput:
-        """Stochastic part: dropout → 1×1 segmentation head; dropout → classification/survival heads.
+        """Stochastic part: dropout → last decoder block → segmentation head (+ evidence);
+        dropout → slice heads.
 
         Args:
             trunk: Output of :meth:`trunk` for the same ``tasks``.
@@ -310,16 +396,23 @@ class MultiTaskNet(nn.Module):
         """
         wanted = self.resolve_tasks(tasks)
         out = ModelOutput()
-        if "segmentation" in wanted:
-            if trunk.decoded is None:
+        seg: torch.Tensor | None = None
+        if self._needs_decoder(wanted):
+            if trunk.decoder is None:
                 raise ValueError("tail: segmentation asked for but the trunk was built without it")
-            out.seg_logits = self.segmentation_head(self.decoder.dropout(trunk.decoded))
+            seg = self.segmentation_head(self.decoder.finish(trunk.decoder))
+        if "segmentation" in wanted:
+            out.seg_logits = seg
+            if self.training and self.cfg.deep_supervision and trunk.decoder is not None:
+                coarse_fine_first = trunk.decoder.coarse[::-1]
+                out.seg_aux_logits = self.segmentation_head.aux(coarse_fine_first)
+        evidence = seg_evidence(seg) if self.cfg.seg_evidence and seg is not None else None
         if "tumour" in wanted and self.tumour_head is not None:
-            out.tumour_logit = self.tumour_head(trunk.pooled)
+            out.tumour_logit = self.tumour_head(trunk.readout, evidence)
         if "tumour_type" in wanted and self.tumour_type_head is not None:
-            out.tumour_type_logits = self.tumour_type_head(trunk.pooled)
+            out.tumour_type_logits = self.tumour_type_head(trunk.readout, evidence)
         if "survival" in wanted and self.survival_head is not None:
-            out.survival_embedding = self.survival_head.embed(trunk.pooled)
+            out.survival_embedding = self.survival_head.embed(trunk.readout)
         return out
 
     def forward(self, x: torch.Tensor, tasks: Iterable[str] | None = None) -> ModelOutput:

@@ -14,7 +14,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumorscope.config import Config, config_from_dict
+import torch
+
+from tumorscope.config import CalibrationConfig, Config, config_from_dict
 from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.types import DataError
 from tumorscope.models.multitask import MultiTaskNet
@@ -89,16 +91,18 @@ def parent_run(folder: Path) -> Path | None:
     return folder.parent.parent if folder.parent.name in (STAGES_DIR, SNAPSHOTS_DIR) else None
 
 
-def stage_calibration(gate_threshold: float, parent: RunManifest | None) -> Calibration:
+def stage_calibration(cfg: CalibrationConfig, parent: RunManifest | None) -> Calibration:
     """Calibration a stage checkpoint is scored with: temperature 1, threshold 0.5, the
-    configured gate, no Breslow baseline or risk quantiles (fitted to the final model); the
+    configured gate and post-processing, no Breslow baseline or risk quantiles (fitted to the final model); the
     parent run's survival horizon, training outcomes and clinical imputation (data
     properties, not model ones)."""
     pcal = parent.calibration if parent is not None else None
     return Calibration(
         temperature=STAGE_TEMPERATURE,
         threshold=STAGE_THRESHOLD,
-        gate_threshold=gate_threshold,
+        gate_threshold=cfg.gate_threshold,
+        slice_gate=cfg.slice_gate,
+        min_component_ml=cfg.min_component_ml,
         tau=None if pcal is None else pcal.tau,
         train_survival=None if pcal is None else pcal.train_survival,
         imputation=None if pcal is None else pcal.imputation,
@@ -136,7 +140,7 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
                 parent = read_run_manifest(parent_dir)
             except (CheckpointError, DataError):
                 log.warning("%s: parent run unreadable; evaluating every patient", path)
-        calibration = stage_calibration(cfg.calibration.gate_threshold, parent)
+        calibration = stage_calibration(cfg.calibration, parent)
         manifest = manifest.replace(splits=None if parent is None else parent.splits)
     k, cols = cfg.model.clinical_features, list(manifest.clinical_columns)
     if "survival" in cfg.model.heads and len(cols) != k:
@@ -146,9 +150,9 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
     try:
         spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
         model = create_model(cfg.model)
-        model.load_state_dict(read_tensors(path / MODEL_FILE))
+        _load_weights(model, read_tensors(path / MODEL_FILE), path, manifest)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        if isinstance(e, CheckpointError):
+        if isinstance(e, CheckpointError | DataError):
             raise
         raise DataError(source, f"run cannot be loaded: {e}") from None
     return LoadedRun(
@@ -159,3 +163,28 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
         calibration=calibration,
         backend=TorchBackend(model, batch_size=batch_size),
     )
+
+
+def _load_weights(
+    model: MultiTaskNet, state: dict[str, torch.Tensor], path: Path, manifest: RunManifest
+) -> None:
+    """Load ``state`` into ``model``; weights of another network are one line naming the run.
+
+    Raises:
+        DataError: the weights do not fit the network (a run made before the network
+            changed, e.g. by an earlier tumorscope): says to retrain.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        example = (missing or unexpected or reshaped)[0]
+        raise DataError(
+            path,
+            f"its weights do not fit this tumorscope's network ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(reshaped)} of another shape, e.g. {example!r}): "
+            f"the run was made by tumorscope {manifest.code_version} before the network "
+            "changed; retrain it with `tumorscope train`",
+        )
+    model.load_state_dict(state)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 RUN_FORMAT = "tumorscope-run"
 # 1: the first runs (``format_version`` 1, no ``schema_version`` key).
 # 2: ``schema_version`` stored; calibration typed with every key present.
-SCHEMA_VERSION = 2
+# 3: calibration gains ``slice_gate`` and ``min_component_ml`` (volume post-processing).
+SCHEMA_VERSION = 3
 # A manifest without ``schema_version`` was written with schema 1.
 LEGACY_SCHEMA = 1
+# Calibration keys that are also settings of the config's ``calibration`` section.
+CONFIG_KEYS = ("gate_threshold", "slice_gate", "min_component_ml")
 
 
 class ManifestError(DataError):
@@ -60,6 +64,9 @@ class Calibration(_JsonView):
         temperature: Tumour-logit temperature ``T`` (probability ``σ(z / T)``).
         threshold: Decision threshold on the calibrated probability.
         gate_threshold: Probability under which no mask is returned.
+        slice_gate: Zero a volume's mask on the axial slices whose calibrated tumour
+            probability is under ``gate_threshold``.
+        min_component_ml: 3D mask components smaller than this (mL) are removed (0: none).
         baseline_hazard: Breslow baseline ``{"times": [...], "cumulative": [...]}`` or None.
         risk_quantiles: Training-cohort log-hazard quantiles ``{"q": [...], "value": [...]}``.
         tau: Survival horizon (days) inside the training follow-up, or None.
@@ -71,6 +78,8 @@ class Calibration(_JsonView):
     temperature: float = 1.0
     threshold: float = 0.5
     gate_threshold: float = 0.3
+    slice_gate: bool = True
+    min_component_ml: float = 0.1
     baseline_hazard: dict[str, list[float]] | None = None
     risk_quantiles: dict[str, list[float]] | None = None
     tau: float | None = None
@@ -85,6 +94,12 @@ class Calibration(_JsonView):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"calibration: {name} {value} is not a probability in [0, 1]")
+        if not isinstance(self.slice_gate, bool):
+            raise ValueError(f"calibration: slice_gate {self.slice_gate!r} is not true or false")
+        if not (math.isfinite(self.min_component_ml) and self.min_component_ml >= 0):
+            raise ValueError(
+                f"calibration: min_component_ml {self.min_component_ml} is not a volume >= 0 mL"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,8 +114,16 @@ class Calibration(_JsonView):
         return value if isinstance(value, Calibration) else cls.from_dict(value)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, gate_default: float = 0.3) -> Calibration:
+    def from_dict(
+        cls, raw: Mapping[str, Any], *, config: Mapping[str, Any] | None = None
+    ) -> Calibration:
         """Build from the stored mapping; ``None`` or absent keys take their defaults.
+
+        Args:
+            raw: The stored calibration.
+            config: The run config's ``calibration`` section: its values of
+                :data:`CONFIG_KEYS` fill keys ``raw`` lacks (a manifest of an older schema)
+                before the field defaults do.
 
         Raises:
             ValueError: a key this version does not know, or a value out of range.
@@ -110,8 +133,10 @@ class Calibration(_JsonView):
         if unknown:
             raise ValueError(f"calibration: unknown key(s) {unknown}")
         values = {k: v for k, v in raw.items() if v is not None}
-        values.setdefault("gate_threshold", gate_default)
-        for key in ("temperature", "threshold", "gate_threshold", "tau"):
+        for key in CONFIG_KEYS:
+            if config is not None and config.get(key) is not None:
+                values.setdefault(key, config[key])
+        for key in ("temperature", "threshold", "gate_threshold", "min_component_ml", "tau"):
             if key in values:
                 values[key] = float(values[key])
         values["reasons"] = dict(values.get("reasons") or {})
@@ -226,9 +251,7 @@ class RunManifest(_JsonView):
         cfg_cal = values["config"].get("calibration") or {}
         try:
             if values.get("calibration") is not None:
-                values["calibration"] = Calibration.from_dict(
-                    values["calibration"], gate_default=float(cfg_cal.get("gate_threshold", 0.3))
-                )
+                values["calibration"] = Calibration.from_dict(values["calibration"], config=cfg_cal)
             for key in ("heads", "regions", "channels", "clinical_columns"):
                 if key in values:
                     values[key] = tuple(str(v) for v in values[key] or ())

@@ -44,6 +44,8 @@ def calibrate(
     """
     out: dict[str, Any] = {
         "gate_threshold": cfg.gate_threshold,
+        "slice_gate": cfg.slice_gate,
+        "min_component_ml": cfg.min_component_ml,
         "imputation": imputation,
         "reasons": {},
     }

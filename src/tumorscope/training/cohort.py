@@ -1,8 +1,9 @@
 """The ``surv_head`` stage: refit the survival head on the whole training cohort.
 
 Cox on the handful of patients in a mini-batch is noise (DESIGN "Model"), so with the
-encoder frozen the per-slice embeddings of every training patient are computed once and
-the patient survival head is fitted full-batch, Cox over the whole cohort at each step.
+encoder frozen the per-slice readouts (the pooled features the slice heads read) of every
+training patient are computed once and the whole patient survival head — slice embedding,
+attention pooling, hazard — is fitted full-batch, Cox over the whole cohort at each step.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def cohort_embeddings(
-    model: MultiTaskNet, batches: Iterable[Batch], precision: str
-) -> PatientBatch:
-    """Per-slice embeddings of every patient with an outcome, grouped by patient."""
+def cohort_readouts(model: MultiTaskNet, batches: Iterable[Batch], precision: str) -> PatientBatch:
+    """Per-slice readouts (``Trunk.readout``) of every patient with an outcome, grouped by
+    patient (in :class:`PatientBatch`'s ``embedding`` field)."""
     model.eval()
     patients = PatientCollector()
     for batch in batches:
@@ -42,10 +42,9 @@ def cohort_embeddings(
         if not bool(keep.any()):
             continue
         with autocast(precision):
-            out = model(batch.image[keep], tasks=("survival",))
-        assert out.survival_embedding is not None  # asked for above
+            readout = model.trunk(batch.image[keep], tasks=("survival",)).readout
         rows = torch.nonzero(keep).reshape(-1)
-        add_patient_slices(patients, out.survival_embedding.float(), batch, rows)
+        add_patient_slices(patients, readout.float(), batch, rows)
     return patients.stack()
 
 
@@ -66,8 +65,8 @@ def refit_survival_head(
     head by validation C-index in ``stage_dir``.
     """
     save = ctx.is_main
-    train = cohort_embeddings(model, stage_data.train_survival_batches(), precision)
-    val = cohort_embeddings(model, stage_data.val_survival_batches(), precision)
+    train = cohort_readouts(model, stage_data.train_survival_batches(), precision)
+    val = cohort_readouts(model, stage_data.val_survival_batches(), precision)
     head = model.survival_head
     if head is None:
         raise ValueError("the model has no survival head (add 'survival' to model.heads)")
@@ -78,7 +77,8 @@ def refit_survival_head(
             return float("nan")
         head.eval()
         with torch.no_grad():
-            risk = model.patient_log_hazard(val.embedding, val.patient_index, val.clinical)
+            emb = head.embed(val.embedding)
+            risk = model.patient_log_hazard(emb, val.patient_index, val.clinical)
         return float(harrell_c_index(risk.numpy(), val.time.numpy(), val.event.numpy()))
 
     best = -math.inf
@@ -87,7 +87,8 @@ def refit_survival_head(
     for step in range(1, stage.max_steps + 1):
         head.train()
         optimizer.zero_grad(set_to_none=True)
-        log_hz = model.patient_log_hazard(train.embedding, train.patient_index, train.clinical)
+        emb = head.embed(train.embedding)
+        log_hz = model.patient_log_hazard(emb, train.patient_index, train.clinical)
         loss = cox_nll(log_hz, train.time, train.event, ties=cfg.loss.cox_ties)
         loss.backward()
         if stage.grad_clip > 0:

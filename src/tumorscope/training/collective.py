@@ -70,7 +70,7 @@ def shard(indices: Sequence[int], ctx: DistContext, what: str) -> list[int]:
 
 def gather_output(output: ModelOutput) -> ModelOutput:
     """All-gather every tensor field of a ModelOutput along the batch axis, with autograd."""
-    gathered = {}
+    gathered: dict[str, Any] = {}
     with warnings.catch_warnings():
         # Deprecated in favour of a private API; it is the public autograd-aware gather.
         warnings.simplefilter("ignore", FutureWarning)
@@ -78,6 +78,8 @@ def gather_output(output: ModelOutput) -> ModelOutput:
             value = getattr(output, f.name)
             if isinstance(value, torch.Tensor):
                 gathered[f.name] = torch.cat(all_gather(value.contiguous()), dim=0)
+            elif isinstance(value, list):  # deep-supervision scales
+                gathered[f.name] = [torch.cat(all_gather(v.contiguous()), dim=0) for v in value]
     return replace(output, **gathered)
 
 

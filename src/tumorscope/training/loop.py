@@ -50,6 +50,8 @@ def _float_output(output: ModelOutput) -> ModelOutput:
     for name, value in vars(output).items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             setattr(output, name, value.float())
+        elif isinstance(value, list):
+            setattr(output, name, [v.float() for v in value])
     return output
 
 

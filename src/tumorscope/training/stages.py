@@ -21,6 +21,9 @@ TASK_PARTS: dict[str, tuple[str, ...]] = {
     "survival": ("encoder", "survival_head"),
 }
 
+# nnU-Net's poly learning-rate exponent.
+POLY_EXPONENT = 0.9
+
 # Validation metric selecting the best checkpoint, per task (higher is better).
 TASK_METRIC: dict[str, str] = {
     "segmentation": "dice",
@@ -69,13 +72,16 @@ def param_groups(
 def make_scheduler(
     optimizer: torch.optim.Optimizer, stage: StageConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up for ``warmup_steps``, then cosine decay to 5% of the LR at ``max_steps``."""
-    warm, total = stage.warmup_steps, stage.max_steps
+    """Linear warm-up for ``stage.warmup`` steps, then ``cosine`` decay to 5 % of the LR at
+    ``max_steps`` or nnU-Net's ``poly`` decay ``(1 - t)^0.9``."""
+    warm, total, poly = stage.warmup, stage.max_steps, stage.decay == "poly"
 
     def factor(step: int) -> float:
         if warm and step < warm:
             return (step + 1) / warm
         progress = min(1.0, (step - warm) / max(1, total - warm))
+        if poly:
+            return float((1.0 - progress) ** POLY_EXPONENT)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
