@@ -55,7 +55,7 @@ from peers_lib import (  # noqa: E402
 
 log = logging.getLogger("ablations")
 
-ABLATION_SEEDS = {"full": 3, "quick": 1}
+ABLATION_SEEDS = {"full": 2, "quick": 1}
 # Variant → (config stem, --set overrides on top of the benchmark's recipe overrides).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "full": ("demo", []),

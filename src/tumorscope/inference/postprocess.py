@@ -31,6 +31,8 @@ CONNECTIVITY = 26
 _STRUCTURE = ndimage.generate_binary_structure(3, 3)  # the 3×3×3 cube: 26 neighbours
 # A component of exactly ``min_component_ml`` is kept despite the rounding of voxel sizes.
 _SIZE_RTOL = 1e-9
+# Axial slices zeroed at a time by the small-component removal (bounds its transient).
+_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -133,16 +135,7 @@ def postprocess_masks(
     min_voxels = min_component_voxels(min_component_ml, voxel_ml)
     if min_voxels > 1:
         for region in out:
-            # scipy's labeller: scikit-image (behind MONAI's RemoveSmallObjects) is not a
-            # dependency, and labelling plus a bincount is the whole of what it would do.
-            labels, n = ndimage.label(region, structure=_STRUCTURE)
-            if n == 0:
-                continue
-            small = np.bincount(labels.ravel(), minlength=n + 1) < min_voxels
-            small[0] = False
-            if small.any():
-                region[small[labels]] = 0
-                removed += int(small.sum())
+            removed += _remove_small(region, min_voxels)
     report = PostprocessReport(
         slice_gate=bool(slice_gate),
         gate_threshold=float(gate_threshold),
@@ -152,3 +145,45 @@ def postprocess_masks(
         voxels_removed=before - int(np.count_nonzero(out)),
     )
     return out, report
+
+
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected labels of ``mask``: uint16 when the components fit (a quarter of the
+    memory of scipy's default), else int32."""
+    out = np.empty(mask.shape, dtype=np.uint16)
+    try:
+        n = ndimage.label(mask, structure=_STRUCTURE, output=out)
+    except RuntimeError:  # more components than uint16 holds
+        del out
+        return ndimage.label(mask, structure=_STRUCTURE)  # type: ignore[no-any-return]
+    return out, int(n)
+
+
+def _remove_small(region: np.ndarray, min_voxels: int) -> int:
+    """Zero, in place, the 26-connected components of ``region`` (X, Y, Z) with fewer than
+    ``min_voxels`` voxels; return how many were removed.
+
+    Memory stays near one label map of the mask's bounding box: the labelling runs on that
+    box only, and the removal walks it in axial chunks instead of building a full-size
+    boolean index.
+    """
+    # The bounding box of the foreground from axis projections (no volume-sized temporary).
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(np.any(region, axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return 0
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    crop = region[tuple(box)]  # a view: zeroing it zeroes region
+    # scipy's labeller: scikit-image (behind MONAI's RemoveSmallObjects) is not a product
+    # dependency, and labelling plus a bincount is the whole of what it would do.
+    labels, n = _label(crop)
+    if n == 0:
+        return 0
+    small = np.bincount(labels.ravel(), minlength=n + 1) < min_voxels
+    small[0] = False
+    if small.any():
+        for z0 in range(0, crop.shape[2], _CHUNK):
+            part = labels[:, :, z0 : z0 + _CHUNK]
+            crop[:, :, z0 : z0 + _CHUNK][small[part]] = 0
+    return int(small.sum())

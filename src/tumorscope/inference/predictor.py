@@ -396,7 +396,9 @@ class Predictor:
                 risk.slices_used = [int(z) for z in slices.slice_index[used]]
         gated = p < gate or slices.slice_index.size == 0
         log.debug("%s: %d slices, p=%.3f, gated=%s", name, slices.slice_index.size, p, gated)
-        voxel_ml = abs(float(np.linalg.det(loaded.meta.affine[:3, :3]))) / 1000.0
+        meta = loaded.meta
+        del loaded, blind  # the image (the largest array) is no longer needed: free it first
+        voxel_ml = abs(float(np.linalg.det(meta.affine[:3, :3]))) / 1000.0
         by_z = np.zeros(shape[2], dtype=np.float64)
         by_z[slices.slice_index] = probs
         processed, report = postprocess_masks(
@@ -424,7 +426,7 @@ class Predictor:
                 int(z): float(q) for z, q in zip(slices.slice_index, probs, strict=True)
             },
             warnings=warnings,
-            meta=loaded.meta,
+            meta=meta,
             gate_threshold=gate,
             postprocess=report,
         )
