@@ -358,3 +358,31 @@ def test_a_segmentation_only_model_gets_the_same_post_processing() -> None:
     )
     assert np.array_equal(r.masks, want)
     assert (r.postprocess.slices_zeroed, r.postprocess.components_removed) == (zeroed, removed)
+
+
+@pytest.mark.parametrize(
+    ("seed", "min_voxels", "slab"), [(0, 3, 2), (1, 5, 3), (2, 12, 4), (3, 2, 1)]
+)
+def test_slabbed_removal_equals_whole_volume_labelling(
+    monkeypatch: pytest.MonkeyPatch, seed: int, min_voxels: int, slab: int
+) -> None:
+    # Slabs of a few slices with min_voxels of margin give the same result as labelling the
+    # whole box at once (scipy's labeller with the 26-neighbourhood as the reference).
+    from scipy import ndimage
+
+    from tumorscope.inference import postprocess
+
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((14, 13, 40)) < 0.25).astype(np.uint8)
+    mask[3:6, 3:6, 2:38] = 1  # a long component across every slab
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = sizes < min_voxels
+    small[0] = False
+    expected = np.where(small[labels], 0, mask).astype(np.uint8)
+    monkeypatch.setattr(postprocess, "_WHOLE_VOXELS", 0)
+    monkeypatch.setattr(postprocess, "_SLAB", slab)
+    got = mask.copy()
+    removed = postprocess._remove_small(got, min_voxels)
+    np.testing.assert_array_equal(got, expected)
+    assert removed == int(small.sum()) > 0

@@ -33,6 +33,10 @@ _STRUCTURE = ndimage.generate_binary_structure(3, 3)  # the 3×3×3 cube: 26 nei
 _SIZE_RTOL = 1e-9
 # Axial slices zeroed at a time by the small-component removal (bounds its transient).
 _CHUNK = 16
+# Bounding boxes up to this many voxels are labelled whole; larger ones in axial slabs of
+# _SLAB slices (plus margins), which bounds the label map's memory.
+_WHOLE_VOXELS = 2**24
+_SLAB = 64
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
         n = ndimage.label(mask, structure=_STRUCTURE, output=out)
     except RuntimeError:  # more components than uint16 holds
         del out
-        return ndimage.label(mask, structure=_STRUCTURE)  # type: ignore[no-any-return]
+        return ndimage.label(mask, structure=_STRUCTURE)
     return out, int(n)
 
 
@@ -163,9 +167,12 @@ def _remove_small(region: np.ndarray, min_voxels: int) -> int:
     """Zero, in place, the 26-connected components of ``region`` (X, Y, Z) with fewer than
     ``min_voxels`` voxels; return how many were removed.
 
-    Memory stays near one label map of the mask's bounding box: the labelling runs on that
-    box only, and the removal walks it in axial chunks instead of building a full-size
-    boolean index.
+    Memory stays near one uint16 label map of an axial slab of the mask's bounding box.
+    A component of fewer than ``m = min_voxels`` voxels spans fewer than ``m`` slices, so
+    slabs of :data:`_SLAB` slices are labelled with ``m`` slices of margin on each side: a
+    component that touches neither cut face of its block lies wholly inside it (its size
+    there is its size), and one that touches a cut face either spans ``m`` slices or more
+    (not small) or lies wholly inside the neighbouring slab's block, which decides it.
     """
     # The bounding box of the foreground from axis projections (no volume-sized temporary).
     box = []
@@ -175,15 +182,22 @@ def _remove_small(region: np.ndarray, min_voxels: int) -> int:
             return 0
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     crop = region[tuple(box)]  # a view: zeroing it zeroes region
-    # scipy's labeller: scikit-image (behind MONAI's RemoveSmallObjects) is not a product
-    # dependency, and labelling plus a bincount is the whole of what it would do.
-    labels, n = _label(crop)
-    if n == 0:
-        return 0
-    small = np.bincount(labels.ravel(), minlength=n + 1) < min_voxels
-    small[0] = False
-    if small.any():
-        for z0 in range(0, crop.shape[2], _CHUNK):
-            part = labels[:, :, z0 : z0 + _CHUNK]
-            crop[:, :, z0 : z0 + _CHUNK][small[part]] = 0
-    return int(small.sum())
+    depth = crop.shape[2]
+    slab = depth if crop.size <= _WHOLE_VOXELS else _SLAB
+    removed = 0
+    for z0 in range(0, depth, slab):
+        lo, hi = max(0, z0 - min_voxels), min(depth, z0 + slab + min_voxels)
+        block = crop[:, :, lo:hi]
+        labels, n = _label(block)
+        if n == 0:
+            continue
+        small = np.bincount(labels.ravel(), minlength=n + 1) < min_voxels
+        small[0] = False
+        for face, cut in ((0, lo > 0), (-1, hi < depth)):
+            if cut:  # decided by the neighbouring slab's block
+                small[np.unique(labels[:, :, face])] = False
+        if small.any():
+            for k in range(0, block.shape[2], _CHUNK):
+                block[:, :, k : k + _CHUNK][small[labels[:, :, k : k + _CHUNK]]] = 0
+            removed += int(small.sum())
+    return removed
