@@ -303,12 +303,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--work", type=Path, default=None, help="keep runs here (default: temp)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: 2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     logging.getLogger("peers").setLevel(logging.INFO)
     budget = QUICK if args.quick else FULL
-    seeds = ABLATION_SEEDS["quick" if args.quick else "full"]
+    seeds = args.seeds or ABLATION_SEEDS["quick" if args.quick else "full"]
     from tumorscope.runtime import resolve_precision
     from tumorscope.synthetic import synthesize, synthesize_kaggle
 

@@ -83,7 +83,9 @@ def multitask_vs_separate(predictor: Predictor, batch: int, reps: int) -> dict[s
     mc = predictor.cfg.model
     torch.manual_seed(0)
     seg_only = create_model(size_config("demo", **{**_fields(mc), "heads": ()})).eval()
-    cls_only = create_model(size_config("demo", **{**_fields(mc), "heads": ("tumour",)})).eval()
+    # A stock classifier has no segmentation map to read (configs/cls_only.yaml): no decoder.
+    cls_fields = {**_fields(mc), "heads": ("tumour",), "seg_evidence": False}
+    cls_only = create_model(size_config("demo", **cls_fields)).eval()
     s = predictor.spec.image_size
     x = torch.randn(batch, mc.in_channels, s, s)
     tasks = tuple(predictor.model.tasks)

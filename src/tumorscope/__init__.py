@@ -5,7 +5,7 @@ Research software. Not a diagnostic device.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 DISCLAIMER = (
     "Research use only. tumorscope is not a medical device and must not be used for diagnosis."
 )

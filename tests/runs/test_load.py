@@ -166,3 +166,32 @@ def test_manifest_round_trip_keeps_unknown_keys() -> None:
     assert {k: again[k] for k in raw} == raw
     with pytest.raises(ManifestError, match="manifest has no 'preprocessing' mapping"):
         RunManifest.from_dict({"config": {}})
+
+
+def test_a_run_of_an_earlier_network_fails_in_one_line_that_says_to_retrain(tmp_path: Path) -> None:
+    # The weights of a run made before the network changed: the encoder stages' second
+    # block under its old names (Sequential index 1) and no deep-supervision heads.
+    import re
+
+    from tumorscope.config import load_config
+    from tumorscope.inference.predictor import Predictor
+    from tumorscope.runs import load_run
+    from tumorscope.runs.files import MODEL_FILE, read_manifest, read_tensors, write_checkpoint
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    run = Predictor.from_config(load_config(configs / "tiny.yaml")).save(tmp_path / "new")
+    state = read_tensors(run / MODEL_FILE)
+    old = {
+        re.sub(r"(encoder\.stages\.\d+)\.pre\.1\.", r"\1.1.0.", k): v
+        for k, v in state.items()
+        if "aux_convs" not in k
+    }
+    manifest = dict(read_manifest(run))
+    manifest.pop("files", None)
+    write_checkpoint(tmp_path / "old", model_state=old, manifest=manifest)
+    with pytest.raises(DataError) as err:
+        load_run(tmp_path / "old")
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "old") in message
+    assert "retrain" in message and "missing" in message and "unexpected" in message
+    load_run(run)  # the run of this network loads

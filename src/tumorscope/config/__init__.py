@@ -8,13 +8,13 @@ overrides to the raw mapping and checks unknown keys, types and ranges, raising
 
 from __future__ import annotations
 
+from tumorscope.config.checks import ConfigError
 from tumorscope.config.loading import config_from_dict, load_config, parse_override, save_config
 from tumorscope.config.schema import (
     PARTS,
     TASKS,
     CalibrationConfig,
     Config,
-    ConfigError,
     DataConfig,
     LossConfig,
     ModelConfig,

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from tumorscope.config.schema import Config, ConfigError, _check, key_name, short
+from tumorscope.config.checks import ConfigError, _check, key_name, short
+from tumorscope.config.schema import Config
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of text; refused before it is parsed
 MAX_ALIASES = 64  # ``*name`` references in one document

@@ -6,17 +6,16 @@ One cache folder per (source, files of that source, preprocessing spec) under
 - ``images.npy`` ``(N, C, S, S)`` float16/float32 and ``masks.npy`` ``(N, R, S, S)`` uint8
   (only for sources with masks), written through ``np.lib.format.open_memmap``;
 - ``slices.csv``: one row per slice (patient_id, source, slice_index, tumour, has_tumour,
-  tumour_type, has_mask, foreground, sha1 of the source file for 2D images);
-- ``restore.json``: per volume patient, its canonical shape and crop box;
-- ``spec.json`` and ``meta.json`` (written last).
+  tumour_type, has_mask, foreground, sha1 of the source file for 2D images); ``restore.json``
+  (each volume's canonical shape and crop box); ``spec.json`` and ``meta.json`` (last).
 
-A cache is built in a temporary folder and renamed into place, so an interrupted build is
-never reused; re-running with the same spec and files reuses it. ``OUT/splits.json`` and
-``OUT/prepared.json`` describe the whole prepared data set (:func:`load_prepared`).
+A cache is built in a temporary folder and renamed into place (an interrupted build is
+never reused); the same spec, files and :data:`CONTENT_VERSION` reuse it.
+``OUT/splits.json`` and ``OUT/prepared.json`` describe the whole prepared data set.
 
 ``OUT/tumorscope-cache.json`` (format, version, spec hash) marks ``OUT`` as a cache folder
-tumorscope made. A folder without it is used only when absent or empty: any other (say one
-holding a user's own ``prepared.json`` or ``splits.json``) is never read or written.
+tumorscope made; a folder without it is used only when absent or empty (a user's own
+``prepared.json`` or ``splits.json`` is never read or written).
 """
 
 from __future__ import annotations
@@ -83,9 +82,8 @@ def cache_marker(out: Path) -> dict[str, Any] | None:
     except ValueError as err:
         raise DataError(out / CACHE_MARKER, f"{err}; the folder is {never}") from None
     if found is None and os.path.lexists(out) and (not out.is_dir() or any(out.iterdir())):
-        user = next(
-            (out / n for n in (PREPARED_FILE, SPLITS_FILE) if os.path.lexists(out / n)), out
-        )
+        names = (PREPARED_FILE, SPLITS_FILE)
+        user = next((out / n for n in names if os.path.lexists(out / n)), out)
         raise DataError(user, f"not written by tumorscope (no {CACHE_MARKER} in {out}); {never}")
     return found
 
@@ -113,9 +111,7 @@ class _Group:
         return out
 
 
-# What a cache holds, beyond its spec: bumped when preprocessing changes what it writes
-# (2: slice labels from the resized training mask), so older caches are rebuilt.
-CONTENT_VERSION = 2
+CONTENT_VERSION = 2  # bumped when preprocessing writes otherwise (2: labels from the resized mask)
 
 
 def _fingerprint(paths: Sequence[Path]) -> str:
@@ -208,9 +204,7 @@ def build_cache(
     """Preprocess one source's cases or images into a cache folder (atomically).
 
     Args:
-        group_source: Source layout name.
-        cases: Volume cases (BraTS, HECKTOR, MSD, nnU-Net, DICOM).
-        images: 2D image items (Kaggle).
+        group_source: Source layout name; ``cases`` (volumes) or ``images`` (2D items) of it.
         spec: Preprocessing spec.
         folder: Final cache folder; built as ``.tmp-<name>-<pid>`` beside it, then renamed.
         max_voxels: Largest volume accepted.
@@ -365,8 +359,8 @@ def prepare(
         roots: Data folders (dataset roots or up to two levels above).
         cfg: Experiment config (``data`` section, ``model.regions``, ``data.split_seed`` or ``runtime.seed`` for the splits).
         out: Output folder: ``cache/``, ``splits.json``, ``prepared.json``.
-        progress: Optional ``progress(done, total, message)`` per case/image built.
-            Volumes are preprocessed by ``runtime.num_workers`` processes when it is > 1.
+        progress: ``progress(done, total, message)`` per case/image built (volumes by
+            ``runtime.num_workers`` processes when > 1).
 
     Returns:
         The :class:`PreparedData` (``built``/``reused`` list the cache folders).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,21 @@ from tumorscope.config import Config
 from tumorscope.data.readers import write_like
 from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.transforms import (
-    VolumeSlices,
     preprocess_volume,
     restore_volume,
-    select_slices,
 )
-from tumorscope.data.types import TUMOUR_TYPES, DataError, LoadedCase
+from tumorscope.data.types import DataError, LoadedCase
 from tumorscope.inference.domain import image_warnings, volume_warnings
 from tumorscope.inference.full import FullResult, predict_full
 from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
 from tumorscope.inference.postprocess import postprocess_masks
-from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult
-from tumorscope.inference.risk import patient_risk
+from tumorscope.inference.results import (
+    RiskResult,
+    SliceResult,
+    VolumeResult,
+    type_probabilities,
+)
+from tumorscope.inference.risk import patient_risk, survival_slices
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
 from tumorscope.runs import Backend, Calibration, LoadedRun, RunManifest, TorchBackend, load_run
@@ -215,12 +217,6 @@ class Predictor:
             raise ValueError(f"gate_threshold: {gate} is not a probability in [0, 1]")
         return gate
 
-    def _min_component_ml(self, min_component_ml: float | None) -> float:
-        ml = self.min_component_ml if min_component_ml is None else float(min_component_ml)
-        if not (math.isfinite(ml) and ml >= 0):
-            raise ValueError(f"min_component_ml: {ml} is not a volume >= 0 mL")
-        return ml
-
     # ------------------------------------------------------------------ 2D
     def predict(
         self, image: ImageInput, *, name: str | None = None, gate_threshold: float | None = None
@@ -282,7 +278,7 @@ class Predictor:
                         else (NO_SEGMENTATION if seg is None else None)
                     ),
                     regions=self.regions,
-                    tumour_type=self._type_probs(out, i),
+                    tumour_type=type_probabilities(out, i),
                     warnings=x.warnings + image_warnings(x.data, side, self.spec),
                     probabilities=seg,
                     gate_threshold=gate,
@@ -291,13 +287,6 @@ class Predictor:
                 )
             )
         return results
-
-    def _type_probs(self, out: dict[str, np.ndarray], i: int) -> dict[str, float] | None:
-        if "tumour_type_logits" not in out:
-            return None
-        z = out["tumour_type_logits"][i].astype(np.float64)
-        e = np.exp(z - z.max())
-        return {t: float(v) for t, v in zip(TUMOUR_TYPES, e / e.sum(), strict=True)}
 
     # ------------------------------------------------------------------ 3D
     def load_volume(
@@ -371,7 +360,7 @@ class Predictor:
         """
         gate = self._gate(gate_threshold)
         use_slice_gate = self.slice_gate if slice_gate is None else bool(slice_gate)
-        min_ml = self._min_component_ml(min_component_ml)
+        min_ml = self.min_component_ml if min_component_ml is None else float(min_component_ml)
         loaded, src, name, warnings = load_volume(case, self.spec, source=source, affine=affine)
         if not np.isfinite(loaded.image).all():
             raise DataError(loaded.meta.path, "volume holds NaN or Inf values")
@@ -391,7 +380,7 @@ class Predictor:
             if "seg_prob" in out:
                 ungated = restore_volume(out["seg_prob"], slices, shape, threshold=0.5)
             if "embedding" in out:
-                used = self._survival_slices(slices, probs, shape[2])
+                used = survival_slices(slices, probs >= self.threshold, shape[2], self.spec)
                 risk = self.risk(out["embedding"][used], clinical)
                 risk.slices_used = [int(z) for z in slices.slice_index[used]]
         gated = p < gate or slices.slice_index.size == 0
@@ -430,21 +419,6 @@ class Predictor:
             gate_threshold=gate,
             postprocess=report,
         )
-
-    def _survival_slices(self, slices: VolumeSlices, probs: np.ndarray, depth: int) -> np.ndarray:
-        """Positions (into ``slices``) of the slices the survival head pools.
-
-        Training pooled ``slices_per_patient`` slices per patient, ``tumour_slice_fraction``
-        of them tumour slices; the same rule is applied here with the model's own slice
-        decisions (calibrated probability >= threshold) in place of the unknown true mask,
-        so that risks are on the scale of the cohort quantiles and baseline hazard.
-        """
-        fg = np.zeros(depth, dtype=np.float32)
-        tumour = np.zeros(depth, dtype=bool)
-        fg[slices.slice_index] = slices.foreground
-        tumour[slices.slice_index] = probs >= self.threshold
-        chosen = select_slices(fg, tumour, self.spec)
-        return np.nonzero(np.isin(slices.slice_index, chosen))[0]
 
     def risk(
         self, embedding: np.ndarray, clinical: Mapping[str, float | None] | None = None

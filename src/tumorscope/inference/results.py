@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from tumorscope import DISCLAIMER
-from tumorscope.data.types import ImageMeta
+from tumorscope.data.types import TUMOUR_TYPES, ImageMeta
 from tumorscope.inference.postprocess import PostprocessReport
 
 PROBABILITY_AGGREGATION = (
@@ -235,3 +236,12 @@ class VolumeResult:
             "warnings": self.warnings,
             "disclaimer": DISCLAIMER,
         }
+
+
+def type_probabilities(out: Mapping[str, np.ndarray], i: int) -> dict[str, float] | None:
+    """Softmax of image ``i``'s tumour-type logits by class name (None without that head)."""
+    if "tumour_type_logits" not in out:
+        return None
+    z = out["tumour_type_logits"][i].astype(np.float64)
+    e = np.exp(z - z.max())
+    return {t: float(v) for t, v in zip(TUMOUR_TYPES, e / e.sum(), strict=True)}

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tumorscope.data.imputation import ClinicalImputer
+from tumorscope.data.spec import PreprocessSpec
+from tumorscope.data.transforms import VolumeSlices, select_slices
 from tumorscope.inference.results import RiskResult
 from tumorscope.metrics.survival import survival_curves
 from tumorscope.runs import Backend, Calibration
@@ -59,3 +61,21 @@ def patient_risk(
     return RiskResult(
         log_hazard=lh, percentile=percentile, survival_times=times, survival=surv, imputed=imputed
     )
+
+
+def survival_slices(
+    slices: VolumeSlices, tumour: np.ndarray, depth: int, spec: PreprocessSpec
+) -> np.ndarray:
+    """Positions (into ``slices``) of the slices the survival head pools.
+
+    Training pooled ``slices_per_patient`` slices per patient, ``tumour_slice_fraction``
+    of them tumour slices; the same rule is applied here with the model's own slice
+    decisions (``tumour``, per predicted slice) in place of the unknown true mask, so that
+    risks are on the scale of the cohort quantiles and baseline hazard.
+    """
+    fg = np.zeros(depth, dtype=np.float32)
+    flags = np.zeros(depth, dtype=bool)
+    fg[slices.slice_index] = slices.foreground
+    flags[slices.slice_index] = tumour
+    chosen = select_slices(fg, flags, spec)
+    return np.nonzero(np.isin(slices.slice_index, chosen))[0]

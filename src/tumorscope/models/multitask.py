@@ -19,7 +19,6 @@ tumour here" from dense labels, and the slice decision uses it.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,17 +31,16 @@ from tumorscope.models.blocks import EncoderStage
 from tumorscope.models.decoder import Decoder, DecoderTrunk
 from tumorscope.models.encoder import Encoder
 from tumorscope.models.heads import ClassificationHead, PatientSurvivalHead, SegmentationHead
+from tumorscope.models.readout import (
+    EVIDENCE_PER_REGION,
+    READOUT_STAGES,
+    pooled_readout,
+    seg_evidence,
+)
 
 logger = logging.getLogger(__name__)
 
 TUMOUR_TYPE_CLASSES = 4
-# Pixels averaged by the top-k evidence of a segmentation map (a fixed count, so that the
-# traced graph has no shape-dependent k; capped at H·W for tiny inputs).
-EVIDENCE_TOPK = 16
-# Evidence features per region: top-k mean and log-mean-exp.
-EVIDENCE_PER_REGION = 2
-# Encoder stages the multiscale readout pools (the coarsest ones).
-READOUT_STAGES = 2
 # Which optional part serves which task (segmentation is always built).
 TASK_HEAD: dict[str, str] = {
     "segmentation": "segmentation_head",
@@ -94,24 +92,6 @@ class Trunk:
     features: list[torch.Tensor]
     decoder: DecoderTrunk | None
     readout: torch.Tensor
-
-
-def seg_evidence(seg_logits: torch.Tensor) -> torch.Tensor:
-    """``(B, 2R)`` evidence of ``(B, R, H, W)`` logits: per region the mean of the top
-    :data:`EVIDENCE_TOPK` logits and the log-mean-exp (a soft maximum), in fp32."""
-    flat = seg_logits.float().flatten(2)
-    k = min(EVIDENCE_TOPK, int(flat.shape[-1]))
-    top = torch.topk(flat, k, dim=-1).values.mean(dim=-1)
-    lme = torch.logsumexp(flat, dim=-1) - math.log(int(flat.shape[-1]))
-    return torch.cat([top, lme], dim=1)
-
-
-def pooled_readout(maps: Iterable[torch.Tensor]) -> torch.Tensor:
-    """``(B, 2·Σc)``: the global average and maximum of each ``(B, c, h, w)`` map, joined."""
-    parts = []
-    for m in maps:
-        parts += [m.mean(dim=(2, 3)), m.amax(dim=(2, 3))]
-    return torch.cat(parts, dim=1)
 
 
 def _exporting() -> bool:

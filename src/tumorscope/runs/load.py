@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tumorscope import __version__
 from tumorscope.config import CalibrationConfig, Config, config_from_dict
 from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.types import DataError
@@ -184,7 +185,7 @@ def _load_weights(
             path,
             f"its weights do not fit this tumorscope's network ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(reshaped)} of another shape, e.g. {example!r}): "
-            f"the run was made by tumorscope {manifest.code_version} before the network "
-            "changed; retrain it with `tumorscope train`",
+            f"the run was made by tumorscope {manifest.code_version}, this is {__version__}; "
+            "retrain it with `tumorscope train`",
         )
     model.load_state_dict(state)

@@ -17,7 +17,6 @@ Run folder contract::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from tumorscope.training.checkpoint import (
 from tumorscope.training.cohort import refit_survival_head
 from tumorscope.training.collective import SINGLE, DistContext, barrier, broadcast_flag
 from tumorscope.training.data import StageData
+from tumorscope.training.logs import log_row, tensorboard
 from tumorscope.training.loop import ProgressFn
 from tumorscope.training.manifest import run_manifest
 from tumorscope.training.preflight import check_step_memory
@@ -243,7 +243,7 @@ def _run_stage(
         set_rng_state(saved["rng"])
 
     metrics_names = selection_metric(stage)
-    writer = _tensorboard(stage_dir) if ctx.is_main else None
+    writer = tensorboard(stage_dir) if ctx.is_main else None
     csv_path = stage_dir / "log.csv"
     batches = stage_data.train_batches(stage, seed=cfg.runtime.seed, start_step=state.step, ctx=ctx)
     stopped_early = False
@@ -291,7 +291,7 @@ def _run_stage(
         if ctx.is_main:
             if first + state.step in snapshots:  # saved before progress: a kill replays it
                 save(_snapshot_dir(run_dir, first + state.step), state.step, metrics)
-            _log_row(writer, csv_path, stage.name, state.step, row)
+            log_row(writer, csv_path, stage.name, state.step, row)
             if progress:
                 progress(stage.name, state.step, stage.max_steps, row)
             # Saving progress right after a new best means a kill during the best-save replays it.
@@ -319,27 +319,6 @@ def _run_stage(
         "stopped_early": stopped_early,
         "trained_parts": train_parts,
     }
-
-
-def _tensorboard(stage_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # deferred: slow to import
-    except ImportError:  # pragma: no cover - tensorboard is a dependency
-        return None
-    return SummaryWriter(log_dir=str(stage_dir / "tb"))
-
-
-def _log_row(writer: Any, csv_path: Path, stage: str, step: int, row: dict[str, float]) -> None:
-    if writer is not None:
-        for k, v in row.items():
-            writer.add_scalar(f"{stage}/{k}", v, step)
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["step", "key", "value"])
-        for k, v in row.items():
-            w.writerow([step, k, f"{v:.6g}"])
 
 
 def _snapshot_dir(run_dir: Path, step: int) -> Path:
