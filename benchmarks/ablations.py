@@ -311,7 +311,6 @@ def main() -> int:
     budget = QUICK if args.quick else FULL
     seeds = args.seeds or ABLATION_SEEDS["quick" if args.quick else "full"]
     from tumorscope.runtime import resolve_precision
-    from tumorscope.synthetic import synthesize, synthesize_kaggle
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -319,21 +318,7 @@ def main() -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         bench = AblationBench(budget, work)
-        if not (work / "data" / "brats").is_dir():
-            synthesize(
-                profile="brain-mri",
-                patients=budget.patients,
-                out=work / "data",
-                kaggle=budget.kaggle,
-                difficulty="standard",
-                seed=0,
-                shape=budget.shape,
-                workers=2,
-            )
-        if not bench.test2d.is_dir():
-            synthesize_kaggle(
-                count=budget.kaggle_test, out=bench.test2d, difficulty="standard", seed=0, workers=2
-            )
+        bench.synthesize_data()
         bench.run_ablations(seeds)
         result = summarise(bench)
     result.update(

@@ -197,6 +197,27 @@ class Bench:
             for kind, models in state["store"].items()
         }
 
+    def synthesize_data(self) -> None:
+        """The cohort and the fixed 2D test set (a kept ``--work`` folder reuses them)."""
+        from tumorscope.synthetic import synthesize, synthesize_kaggle
+
+        b = self.b
+        if not (self.work / "data" / "brats").is_dir():
+            synthesize(
+                profile="brain-mri",
+                patients=b.patients,
+                out=self.work / "data",
+                kaggle=b.kaggle,
+                difficulty="standard",
+                seed=0,
+                shape=b.shape,
+                workers=2,
+            )
+        if not self.test2d.is_dir():
+            synthesize_kaggle(
+                count=b.kaggle_test, out=self.test2d, difficulty="standard", seed=0, workers=2
+            )
+
     def put(self, kind: str, name: str, key: tuple[Any, ...], *values: Any) -> None:
         self.store[kind].setdefault(name, {})[key] = values
 
@@ -752,8 +773,6 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     budget = QUICK if args.quick else FULL
-    from tumorscope.synthetic import synthesize, synthesize_kaggle
-
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -763,21 +782,7 @@ def main() -> int:
             bench.load_state(args.from_state)
             return report(args, bench, summarise(bench), t0)
         work.mkdir(parents=True, exist_ok=True)
-        if not (work / "data" / "brats").is_dir():  # a kept --work folder reuses its data
-            synthesize(
-                profile="brain-mri",
-                patients=budget.patients,
-                out=work / "data",
-                kaggle=budget.kaggle,
-                difficulty="standard",
-                seed=0,
-                shape=budget.shape,
-                workers=2,
-            )
-        if not bench.test2d.is_dir():
-            synthesize_kaggle(
-                count=budget.kaggle_test, out=bench.test2d, difficulty="standard", seed=0, workers=2
-            )
+        bench.synthesize_data()
         bench.phases["data"] = round(time.perf_counter() - t0, 1)
         bench.run(survival_only=args.survival_only)
         bench.save_state(args.out / "peers-state.json")
