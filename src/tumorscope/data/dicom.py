@@ -1,14 +1,14 @@
-"""DICOM series folders read through pydicom.
+"""DICOM volumes read through pydicom: series folders and multi-frame files.
 
 A folder holds one series of ``*.dcm`` files (files without a suffix are included when they
 carry the ``DICM`` prefix; other files are ignored). Slices are sorted by
 ImagePositionPatient along the slice normal, RescaleSlope/Intercept are applied (HU for CT)
-and the volume is returned in canonical RAS orientation. Every per-file fault (empty, no
-preamble, truncated, pixel data shorter than declared) and every series fault (more than one
-series, missing or uneven slice spacing) names the files involved. The budgets of
-:mod:`tumorscope.data.limits` are checked from each header before any pixel is decoded:
-file size, ``Rows × Columns × frames``, one sample per pixel, and a RescaleSlope/Intercept
-that keeps every storable value inside float32.
+and the volume is returned in canonical RAS orientation. A multi-frame file (Enhanced MR,
+CT or PET) is a volume when its functional groups place every frame. Every per-file fault
+(empty, no preamble, truncated, pixel data shorter than declared, no decoder for its
+transfer syntax; :func:`tumorscope.data.dicomfile.read_slice`, checked before any pixel is
+decoded) and every series fault (more than one series, missing or uneven slice spacing)
+names the files or frames involved.
 """
 
 from __future__ import annotations
@@ -19,176 +19,50 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_rescale
 
+from tumorscope.data.dicomfile import decode, header_modality, is_dicom_file, read_slice, rescaled
 from tumorscope.data.errors import (
-    DicomPixelDataError,
-    DicomPreambleError,
     DicomSeriesError,
     DimensionError,
     HeaderError,
     SingularAffineError,
     SliceSpacingError,
     SpacingError,
-    TruncatedFileError,
     VolumeTooLargeError,
-    VoxelTypeError,
 )
-from tumorscope.data.limits import (
-    MAX_DECODED_BYTES,
-    check_scale,
-    check_value_range,
-    check_volume,
-    check_voxel_budget,
-    human_bytes,
-    to_float32,
-)
-from tumorscope.data.readers import DEFAULT_MAX_VOXELS, canonical_with_meta, check_file
+from tumorscope.data.limits import check_voxel_budget
+from tumorscope.data.readers import DEFAULT_MAX_VOXELS, canonical_with_meta
 from tumorscope.data.types import DataError, ImageMeta
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "dicom"
-_PIXEL_DATA = 0x7FE00010
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _MODALITY_CHANNEL = {"CT": "ct", "PT": "pet"}
 
 
 def dicom_files(folder: str | Path) -> list[Path]:
     """Files of ``folder`` taken as DICOM: ``*.dcm`` plus suffix-less files with a ``DICM`` prefix."""
-    out: list[Path] = []
     try:  # a folder that cannot be listed is named by discovery's walk
         listed = sorted(Path(folder).iterdir())
     except OSError:
-        return out
-    for p in listed:
-        if not p.is_file():
-            continue
-        if p.suffix.lower() == ".dcm":
-            out.append(p)
-        elif not p.suffix and p.stat().st_size >= 132:
-            try:
-                with p.open("rb") as f:
-                    if f.read(132)[128:] == b"DICM":
-                        out.append(p)
-            except OSError:  # cannot be opened: named by discovery's walk
-                continue
-    return out
+        return []
+    return [p for p in listed if is_dicom_file(p)]
+
+
+def series_modality(folder: Path) -> str | None:
+    """Modality of a series from the header of its first readable file (None if none says)."""
+    for p in dicom_files(folder):
+        found = header_modality(p)
+        if found is not None:
+            return found
+    return None
 
 
 def series_channel(folder: Path) -> str:
-    """Canonical channel name of a series from its first file's Modality (``ct``, ``pet``, else lower-cased)."""
-    for p in dicom_files(folder):
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Modality"])
-        except Exception:  # any unreadable file is reported by validation; naming falls back
-            continue
-        modality = str(ds.get("Modality", "")).upper()
-        return _MODALITY_CHANNEL.get(modality, modality.lower() or "image")
-    return "image"
-
-
-def read_slice(path: Path) -> pydicom.Dataset:
-    """Read and check one DICOM file (preamble, truncation, pixel data length, the budgets
-    and the rescale range), without decoding its pixels.
-
-    Raises:
-        DataError: A subclass naming the file and the fault.
-    """
-    check_file(path)
-    size = path.stat().st_size
-    if size > MAX_DECODED_BYTES:
-        raise VolumeTooLargeError(
-            path,
-            f"file holds {human_bytes(size)}, above the budget of "
-            f"{human_bytes(MAX_DECODED_BYTES)} one slice may take",
-        )
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise DicomPreambleError(
-            path, "no 128-byte preamble and 'DICM' prefix: not a DICOM Part 10 file"
-        ) from None
-    except Exception as e:  # pydicom raises many types on malformed headers; all mean "unparseable"
-        raise HeaderError(
-            path, f"DICOM header cannot be parsed ({type(e).__name__}: {e})"
-        ) from None
-    for elem in ds.elements():
-        # pydicom reads a truncated file without complaint; the declared lengths tell.
-        if (
-            isinstance(elem, RawDataElement)
-            and elem.length != _UNDEFINED_LENGTH
-            and elem.value is not None
-            and len(elem.value) < elem.length
-        ):
-            raise TruncatedFileError(
-                path,
-                f"file ends inside element {elem.tag}: {len(elem.value)} of {elem.length} bytes present",
-            )
-    if _PIXEL_DATA not in ds:
-        raise DicomPixelDataError(path, "no pixel data element (truncated file or not an image)")
-    missing = [k for k in ("Rows", "Columns", "BitsAllocated") if k not in ds]
-    if missing:
-        raise HeaderError(path, f"image attributes missing: {', '.join(missing)}")
-    try:
-        rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1))
-    except (TypeError, ValueError) as e:
-        raise HeaderError(path, f"invalid image attributes ({e})") from None
-    if samples != 1:
-        raise VoxelTypeError(
-            path, f"{samples} samples per pixel (colour); a series slice must be greyscale"
-        )
-    check_volume(path, (cols, rows, frames), itemsize=max(1, bits // 8))
-    _check_rescale(path, ds)
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is not None and not syntax.is_compressed:
-        declared = rows * cols * samples * frames * bits // 8
-        have = len(ds.PixelData)
-        if have < declared:
-            raise DicomPixelDataError(
-                path, f"pixel data holds {have} bytes, Rows×Columns×bits declare {declared} bytes"
-            )
-    return ds
-
-
-def _rescale(path: Path, ds: Any) -> tuple[float, float]:
-    """``(RescaleSlope, RescaleIntercept)``, ``(1, 0)`` where absent.
-
-    Raises:
-        HeaderError: A value that is not one number.
-    """
-    try:
-        slope = float(ds.get("RescaleSlope", 1.0))
-        inter = float(ds.get("RescaleIntercept", 0.0))
-    except (TypeError, ValueError) as e:
-        raise HeaderError(path, f"RescaleSlope/RescaleIntercept is not a number ({e})") from None
-    return slope, inter
-
-
-def _check_rescale(path: Path, ds: Any) -> None:
-    """Refuse a rescale that is non-finite or takes storable values beyond float32."""
-    slope, inter = _rescale(path, ds)
-    check_scale(path, slope, inter, ("RescaleSlope", "RescaleIntercept"))
-    try:
-        stored = int(ds.get("BitsStored", ds.BitsAllocated))
-        signed = int(ds.get("PixelRepresentation", 0)) == 1
-    except (TypeError, ValueError) as e:
-        raise HeaderError(path, f"invalid BitsStored/PixelRepresentation ({e})") from None
-    stored = min(max(stored, 1), 64)
-    lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
-    ends = sorted((lo * slope + inter, hi * slope + inter))
-    check_value_range(
-        path,
-        ends[0],
-        ends[1],
-        f"for {stored}-bit pixels after RescaleSlope {slope:g} and RescaleIntercept {inter:g}",
-    )
+    """Canonical channel name of a series from its Modality (``ct``, ``pet``, else lower-cased)."""
+    found = series_modality(folder) or ""
+    return _MODALITY_CHANNEL.get(found, found.lower() or "image")
 
 
 def check_series(
@@ -240,18 +114,7 @@ def check_series(
             DicomSeriesError(folder, f"slices differ in size {sorted(shapes)}: cannot stack")
         ]
     first = read[0][1]
-    odd = [
-        p.name
-        for p, ds in read
-        if not np.allclose(
-            np.asarray(ds.ImageOrientationPatient, float),
-            np.asarray(first.ImageOrientationPatient, float),
-            atol=1e-4,
-        )
-        or not np.allclose(
-            np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), atol=1e-4
-        )
-    ]
+    odd = [p.name for p, ds in read if not _same_plane(ds, first)]
     if odd:
         return [], [
             DicomSeriesError(
@@ -264,7 +127,14 @@ def check_series(
         (float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)), p, ds) for p, ds in read
     ]
     pos.sort(key=lambda t: t[0])
-    fault = _spacing_fault([(z, p) for z, p, _ in pos], read[0][1])
+    if len(pos) == 1:
+        thick = first.get("SpacingBetweenSlices", first.get("SliceThickness"))
+        fault = None if thick is not None and float(thick) > 0 else (
+            f"one slice ({pos[0][1].name}) and no positive SliceThickness: "
+            "slice spacing is missing"
+        )  # fmt: skip
+    else:
+        fault = spacing_fault([(z, p.name) for z, p, _ in pos])
     if fault:
         return [], [SliceSpacingError(folder, fault)]
     return [(p, ds) for _, p, ds in pos], []
@@ -295,38 +165,35 @@ def _geometry_fault(path: Path, ds: Any) -> DataError | None:
     return None
 
 
+def _same_plane(ds: Any, first: Any) -> bool:
+    """True when ``ds`` has ``first``'s orientation and pixel spacing."""
+    return np.allclose(
+        np.asarray(ds.ImageOrientationPatient, float),
+        np.asarray(first.ImageOrientationPatient, float),
+        atol=1e-4,
+    ) and np.allclose(
+        np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), atol=1e-4
+    )
+
+
 def _normal(ds: Any) -> np.ndarray:
     iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
     return np.cross(iop[:3], iop[3:])
 
 
-def _spacing_fault(zs: list[tuple[float, Path]], first: Any) -> str | None:
-    if len(zs) == 1:
-        thick = first.get("SpacingBetweenSlices", first.get("SliceThickness"))
-        if thick is None or not float(thick) > 0:
-            return f"one slice ({zs[0][1].name}) and no positive SliceThickness: slice spacing is missing"
-        return None
+def spacing_fault(zs: list[tuple[float, str]]) -> str | None:
+    """The fault of two or more slice positions along the normal, sorted, each with the name
+    errors give it (a file, a frame); None when they are distinct and evenly spaced."""
     gaps = np.diff([z for z, _ in zs])
-    dup = [f"{zs[i][1].name}, {zs[i + 1][1].name}" for i in np.flatnonzero(gaps < 1e-4)]
+    dup = [f"{zs[i][1]}, {zs[i + 1][1]}" for i in np.flatnonzero(gaps < 1e-4)]
     if dup:
         return f"slices at the same position: {'; '.join(dup)}"
     med = float(np.median(gaps))
     bad = np.flatnonzero(np.abs(gaps - med) > max(1e-3, 1e-3 * med))
     if bad.size:
-        listed = "; ".join(f"{zs[i][1].name}→{zs[i + 1][1].name} {gaps[i]:.3f} mm" for i in bad)
+        listed = "; ".join(f"{zs[i][1]}→{zs[i + 1][1]} {gaps[i]:.3f} mm" for i in bad)
         return f"uneven slice spacing (median {med:.3f} mm): {listed}"
     return None
-
-
-def _rescaled(path: Path, pixels: np.ndarray, ds: Any) -> np.ndarray:
-    """A slice's pixels in float32 after its rescale (HU for CT), the range checked."""
-    if "ModalityLUTSequence" in ds:  # a lookup table instead of slope/intercept: pydicom's
-        return to_float32(
-            np.asarray(apply_rescale(pixels, ds)), path, what="after the Modality LUT"
-        )
-    slope, inter = _rescale(path, ds)
-    what = f"after RescaleSlope {slope:g} and RescaleIntercept {inter:g}"
-    return to_float32(pixels, path, slope=slope, inter=inter, what=what)
 
 
 def slice_gap(slices: list[tuple[Path, pydicom.Dataset]]) -> float:
@@ -369,23 +236,136 @@ def read_dicom_series(
     for p, ds in slices:
         if int(ds.get("NumberOfFrames", 1) or 1) != 1:
             raise DimensionError(p, "multi-frame DICOM is not a slice of a series")
-        try:
-            pixels = ds.pixel_array
-        except Exception as e:  # decoders raise many types (missing codec, corrupt stream)
-            raise DicomPixelDataError(p, f"pixel data cannot be decoded ({e})") from None
+        pixels = decode(p, ds)
         if pixels.ndim != 2:
             raise DimensionError(
                 p, f"expected a greyscale slice, got pixel array of shape {pixels.shape}"
             )
         # (rows, cols) → (cols, rows): first array axis follows the row direction cosine.
-        planes.append(_rescaled(p, pixels, ds).T)
+        planes.append(rescaled(p, pixels, ds).T)
     volume = np.stack(planes, axis=-1)
     first = slices[0][1]
-    iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
-    row_sp, col_sp = (float(v) for v in first.PixelSpacing)
+    affine = ras_affine(
+        first.ImageOrientationPatient,
+        first.PixelSpacing,
+        slice_gap(slices),
+        first.ImagePositionPatient,
+    )
+    return canonical_with_meta(volume, affine, Path(folder))
+
+
+def ras_affine(iop: Any, pixel_spacing: Any, gap: float, ipp: Any) -> np.ndarray:
+    """RAS affine (LPS converted) of planes ``gap`` mm apart along the normal, voxel
+    ``(i, j, k)`` being column ``i``, row ``j`` of plane ``k`` from ImageOrientationPatient
+    ``iop``, PixelSpacing and the first plane's ImagePositionPatient ``ipp``."""
+    cosines = np.asarray(iop, dtype=np.float64)
+    row_sp, col_sp = (float(v) for v in pixel_spacing)
     lps = np.eye(4)
-    lps[:3, 0] = iop[:3] * col_sp
-    lps[:3, 1] = iop[3:] * row_sp
-    lps[:3, 2] = _normal(first) * slice_gap(slices)
-    lps[:3, 3] = np.asarray(first.ImagePositionPatient, dtype=np.float64)
-    return canonical_with_meta(volume, _LPS_TO_RAS @ lps, Path(folder))
+    lps[:3, 0] = cosines[:3] * col_sp
+    lps[:3, 1] = cosines[3:] * row_sp
+    lps[:3, 2] = np.cross(cosines[:3], cosines[3:]) * gap
+    lps[:3, 3] = np.asarray(ipp, dtype=np.float64)
+    return _LPS_TO_RAS @ lps
+
+
+# Functional group → attribute a frame of a multi-frame file takes from it.
+_FRAME_GROUPS = (
+    ("PlanePositionSequence", "ImagePositionPatient"),
+    ("PlaneOrientationSequence", "ImageOrientationPatient"),
+    ("PixelMeasuresSequence", "PixelSpacing"),
+    ("PixelValueTransformationSequence", "RescaleSlope"),
+    ("PixelValueTransformationSequence", "RescaleIntercept"),
+)
+_GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+
+
+def _frame_views(ds: Any) -> list[pydicom.Dataset]:
+    """Per frame, the attributes its functional groups give it: its own group first, then the
+    shared one, then the top level (pydicom reads the groups but applies none of them)."""
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()])[0]
+    views = []
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        view = pydicom.Dataset()
+        for sequence, key in _FRAME_GROUPS:
+            found = [g[sequence][0] for g in (item, shared) if g.get(sequence)]
+            source = next((f for f in found if key in f), ds if key in ds else None)
+            if source is not None:
+                setattr(view, key, source[key].value)
+        views.append(view)
+    return views
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def read_dicom_frames(
+    path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> tuple[np.ndarray, ImageMeta]:
+    """Read a multi-frame DICOM file (Enhanced MR, CT, PET) into a canonical RAS volume.
+
+    Each frame is placed by its functional groups (PlanePositionSequence; orientation,
+    PixelMeasuresSequence and PixelValueTransformationSequence per frame or shared), and
+    the frames are sorted along the slice normal as a series' slices are.
+
+    Args:
+        path: The file.
+        max_voxels: Largest voxel count accepted, checked from the header before decoding.
+
+    Returns:
+        ``(volume, meta)``: ``(X, Y, Z)`` float32 after each frame's rescale, with spacing
+        in mm and the RAS affine (DICOM's LPS converted).
+
+    Raises:
+        DataError: A subclass naming the file and the fault: no per-frame geometry (a cine
+            loop, a secondary capture), frames at one position (echoes or time points),
+            uneven spacing, differing orientation, undecodable pixel data.
+    """
+    path = Path(path)
+    ds = read_slice(path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    groups = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if frames < 2:
+        raise DimensionError(path, "one frame: a 2D image, not a volume")
+    if len(groups) != frames:
+        held = f"{len(groups)} per-frame functional groups" if groups else "no per-frame geometry"
+        raise SliceSpacingError(
+            path,
+            f"{frames} frames and {held} (PerFrameFunctionalGroupsSequence with "
+            "PlanePositionSequence): the frames cannot be placed as a volume",
+        )
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    check_voxel_budget(path, frames * rows * cols, max_voxels=max_voxels, what="file declares")
+    views = _frame_views(ds)
+    names = [f"frame {k + 1}" for k in range(frames)]
+    missing = [n for n, v in zip(names, views, strict=True) if any(k not in v for k in _GEOMETRY)]
+    if missing:
+        raise SliceSpacingError(path, f"no {'/'.join(_GEOMETRY)} for {_listed(missing)}")
+    for name, view in zip(names, views, strict=True):
+        bad = _geometry_fault(path, view)
+        if bad is not None:
+            raise type(bad)(path, f"{name}: {bad.fault}")
+    odd = [n for n, v in zip(names, views, strict=True) if not _same_plane(v, views[0])]
+    if odd:
+        raise DicomSeriesError(
+            path, f"orientation or pixel spacing differs from frame 1 in {_listed(odd)}"
+        )
+    normal = _normal(views[0])
+    zs = [float(np.dot(np.asarray(v.ImagePositionPatient, float), normal)) for v in views]
+    order = sorted(range(frames), key=lambda k: zs[k])
+    fault = spacing_fault([(zs[k], names[k]) for k in order])
+    if fault:
+        raise SliceSpacingError(path, fault)
+    pixels = decode(path, ds)
+    if pixels.shape != (frames, rows, cols):
+        raise DimensionError(
+            path, f"pixel array of shape {pixels.shape} is not {frames} greyscale frames"
+        )
+    volume = np.stack([rescaled(path, pixels[k], views[k]).T for k in order], axis=-1)
+    first = views[order[0]]
+    gap = float(np.median(np.diff(sorted(zs))))
+    affine = ras_affine(
+        first.ImageOrientationPatient, first.PixelSpacing, gap, first.ImagePositionPatient
+    )
+    return canonical_with_meta(volume, affine, path)

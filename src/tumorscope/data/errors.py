@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "DatasetJsonError",
     "DecompressionBombError",
+    "DicomDecoderError",
     "DicomPixelDataError",
     "DicomPreambleError",
     "DicomSeriesError",
@@ -148,6 +149,11 @@ class DicomPreambleError(_Fault):
 
 class DicomPixelDataError(_Fault):
     """A DICOM file's pixel data is missing, shorter than its header declares, or undecodable."""
+
+
+class DicomDecoderError(_Fault):
+    """A DICOM file's transfer syntax is unknown, or no installed pydicom plugin decodes it
+    (the fault names the syntax and the packages to install)."""
 
 
 class DicomSeriesError(_Fault):

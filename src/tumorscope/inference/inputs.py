@@ -1,8 +1,10 @@
-"""Every input ``Predictor`` takes, read and checked: 2D arrays, PNG/JPEG, 2D NIfTI, and
-volumes (arrays, NIfTI files, ``Case``, ``LoadedCase``, and any case folder or file a
-layout of ``tumorscope.data.layouts.LAYOUTS`` recognises: BraTS/HECKTOR case folders, DICOM
-series, MSD and nnU-Net images), each cut exactly as training slices are and mapped back
-to its own grid. Files are read by the data layer's own readers, so every input meets the
+"""Every input ``Predictor`` takes, read and checked: 2D arrays, PNG/JPEG, 2D NIfTI,
+single-frame DICOM files, and volumes (arrays, NIfTI files, multi-frame DICOM files,
+``Case``, ``LoadedCase``, and any case folder or file a layout of
+``tumorscope.data.layouts.LAYOUTS`` recognises: BraTS/HECKTOR case folders, DICOM series,
+MSD and nnU-Net images), each cut exactly as training slices are and mapped back to its
+own grid. A DICOM header's Modality that the model's profile was not trained on (a CT for
+a brain-MRI model) adds a warning to the input; it never refuses it. Files are read by the data layer's own readers, so every input meets the
 checks and budgets of :mod:`tumorscope.data.limits` that ``data validate`` reports, with
 the same one-line fault.
 """
@@ -19,6 +21,15 @@ import numpy as np
 from nibabel.affines import voxel_sizes
 from nibabel.orientations import aff2axcodes
 
+from tumorscope.data.dicom import SOURCE as DICOM_SOURCE
+from tumorscope.data.dicom import read_dicom_frames, series_modality
+from tumorscope.data.dicomfile import (
+    frame_count,
+    header_modality,
+    is_dicom_file,
+    modality_warnings,
+    read_dicom_image,
+)
 from tumorscope.data.imagefolder import load_image
 from tumorscope.data.layout import discover, load_case, read_case
 from tumorscope.data.layouts import get_layout
@@ -50,10 +61,11 @@ _MAX_CHANNELS = 16
 class Image2D:
     """A 2D input read for the model.
 
-    ``data`` is ``(H, W)`` / ``(C, H, W)`` as given (arrays, PNG/JPEG); ``image`` the first
-    channel in the input's own grid. A NIfTI slice is instead ``volume``: a one-slice
-    canonical volume cut exactly as training slices are, its singleton axis moved from
-    ``axis`` to the last place.
+    ``data`` is ``(H, W)`` / ``(C, H, W)`` as given (arrays, PNG/JPEG, DICOM); ``image``
+    the first channel in the input's own grid. A NIfTI slice is instead ``volume``: a
+    one-slice canonical volume cut exactly as training slices are, its singleton axis moved
+    from ``axis`` to the last place. ``meta`` is the geometry of a NIfTI slice or a DICOM
+    file (its pixel spacing); ``modality`` a DICOM header's Modality (``MR``, ``CT``...).
     """
 
     data: np.ndarray
@@ -64,6 +76,7 @@ class Image2D:
     volume: LoadedCase | None = None
     axis: int = 2
     warnings: list[str] = field(default_factory=list)
+    modality: str | None = None
 
 
 def read_2d(img: ImageInput, name: str | None, i: int, n: int, spec: PreprocessSpec) -> Image2D:
@@ -105,22 +118,30 @@ def read_2d(img: ImageInput, name: str | None, i: int, n: int, spec: PreprocessS
     check_file(path)  # a dangling link, FIFO or device: one line, never a blocking open
     if is_nifti_path(path):
         return read_nifti_2d(path, stem, spec)
+    if is_dicom_file(path):
+        return read_dicom_2d(path, stem, spec)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DataError(path, f"unsupported file type {path.suffix!r}: expected PNG, JPEG or NIfTI")
+        raise DataError(
+            path, f"unsupported file type {path.suffix!r}: expected PNG, JPEG, NIfTI or DICOM"
+        )
     arr, _ = load_image(path)
     return Image2D(data=arr, label=stem, where=str(path), image=arr)
 
 
 def is_2d_input(path: Path) -> bool:
-    """True for PNG/JPEG files and NIfTI files whose header declares one slice or 2 dims.
+    """True for PNG/JPEG files, single-frame DICOM files and NIfTI files whose header
+    declares one slice or 2 dims.
 
-    Unreadable headers count as volumes (their reader then names the fault).
+    Unreadable NIfTI headers count as volumes, unreadable DICOM headers as 2D images (their
+    reader then names the fault).
     """
 
     if path.is_dir():
         return False
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return True
+    if is_dicom_file(path):
+        return frame_count(path) == 1
     if is_nifti_path(path) and path.is_file():  # never open a FIFO or device: it may block
         try:
             shape = tuple(int(s) for s in nib.load(path).shape)  # type: ignore[attr-defined]
@@ -169,6 +190,20 @@ def read_nifti_2d(path: Path, label: str, spec: PreprocessSpec) -> Image2D:
     )
 
 
+def read_dicom_2d(path: Path, label: str, spec: PreprocessSpec) -> Image2D:
+    """Read a single-frame DICOM file as a 2D image, its Modality checked against the profile."""
+    read = read_dicom_image(path)
+    return Image2D(
+        data=read.array,
+        label=label,
+        where=str(path),
+        image=read.array,
+        meta=read.meta,
+        warnings=modality_warnings(read.modality, spec.profile),
+        modality=read.modality,
+    )
+
+
 def plane_shape(shape: Sequence[int]) -> tuple[int, ...]:
     """Stored shape without singleton axes (kept 2D: the first axes when more are 1)."""
     kept = tuple(s for s in shape if s != 1)
@@ -206,8 +241,9 @@ def load_volume(
 
     A path is asked of every layout (:func:`tumorscope.data.layout.read_case`): a BraTS or
     HECKTOR case folder, a DICOM series (or a folder of series), an MSD or nnU-Net image
-    file; a NIfTI file no layout claims is a single volume; any other folder must hold
-    exactly one case.
+    file; a NIfTI file no layout claims and a multi-frame DICOM file are single volumes; any
+    other folder must hold exactly one case. The Modality of DICOM inputs is checked
+    against the profile (a warning).
 
     Returns:
         ``(loaded, source layout, name, warnings)``.
@@ -236,8 +272,15 @@ def load_volume(
         raise DataError(path, "no such file or folder")
     if not path.is_dir():
         check_file(path)  # a dangling link, FIFO or device: one line, never a blocking open
+        if is_dicom_file(path):
+            loaded, notes = dicom_volume(path, spec)
+            return loaded, DICOM_SOURCE, file_stem(path), notes
         if not is_nifti_path(path):
-            raise DataError(path, "a volume must be a NIfTI file, a case folder or a DICOM folder")
+            raise DataError(
+                path,
+                "a volume must be a NIfTI file, a multi-frame DICOM file, a case folder or a "
+                "DICOM folder",
+            )
     found, problems = read_case(path)
     if found is None and problems:
         raise problems[0]
@@ -252,10 +295,12 @@ def load_volume(
                 path, f"expected one case folder (BraTS, HECKTOR or DICOM series), found {what}"
             )
         found = cases[0]
+    headers = [m for p in found.channels.values() if (m := series_modality(p)) is not None]
     fitted, warnings = get_layout(found.source).fit_channels(found, channels)
     name = path.name if path.is_dir() else found.patient_id
     loaded = load_case(fitted, channels, missing=missing, with_mask=False)
-    return loaded, fitted.source, name, warnings
+    notes = [w for m in dict.fromkeys(headers) for w in modality_warnings(m, spec.profile)]
+    return loaded, fitted.source, name, warnings + notes
 
 
 def single_channel(
@@ -276,6 +321,13 @@ def single_channel(
     image[k] = arr
     present = tuple(i == k for i in range(len(channels)))
     return LoadedCase(image, None, meta, present), [f"single volume taken as {IMAGE_CHANNEL}"]
+
+
+def dicom_volume(path: Path, spec: PreprocessSpec) -> tuple[LoadedCase, list[str]]:
+    """A multi-frame DICOM file as a one-channel volume, its Modality checked."""
+    arr, meta = read_dicom_frames(path)
+    loaded, notes = single_channel(arr, meta, spec)
+    return loaded, modality_warnings(header_modality(path), spec.profile) + notes
 
 
 def nifti_volume(path: Path, spec: PreprocessSpec) -> tuple[LoadedCase, list[str]]:
