@@ -3,10 +3,13 @@
 This measures exactly what users get: volumes go through ``Predictor.predict_volume``
 (every slice inside the brain/body mask, masks restored to the input grid, the
 conditional-mask gate applied), images through ``Predictor.predict_batch``.
-:func:`collect_held_out` gathers per-patient Dice (gated and ungated, per region), HD95,
+:func:`collect_units` gathers per-patient Dice (gated and ungated, per region), HD95,
 BraTS 2023 lesion-wise Dice and HD95 (gated, per region),
 per-slice and per-image tumour logits/probabilities/labels, per-patient risks with their
-outcomes, and one overlay slice per case. :func:`classification_units` and
+outcomes, one overlay slice per case, and each image's strata where its folder has a
+``strata.csv`` (:mod:`~tumorscope.evaluation.strata`), for the units
+:func:`~tumorscope.evaluation.seen.select_held_out` chose; :func:`collect_held_out` chooses
+them by name instead (for callers that hold patient sets). :func:`classification_units` and
 :func:`survival_arrays` turn them into the row-aligned arrays the figures are computed on.
 
 Geometry: the predicted masks and the true masks are both in the input's canonical (RAS)
@@ -21,11 +24,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tumorscope.data.layout import discover, load_case, region_masks
-from tumorscope.data.types import LoadedCase
+from tumorscope.data.types import DatasetIndex, LoadedCase
+from tumorscope.evaluation.seen import Selection
+from tumorscope.evaluation.strata import folder_strata
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import VolumeResult
 from tumorscope.metrics.lesionwise import lesion_wise
@@ -73,7 +79,11 @@ class HeldOut:
     ``lesion_hd95`` (mm) are the BraTS 2023 lesion-wise scores
     (:func:`~tumorscope.metrics.lesionwise.lesion_wise`, glioma parameters) of the gated
     masks, mean over regions. Logits are the raw model outputs, before the run's
-    temperature; probabilities are calibrated (what users get).
+    temperature; probabilities are calibrated (what users get). ``image_strata`` is an
+    image's ``{contrast, plane, skull, offset}`` (None without a ``strata.csv`` row);
+    ``held_out`` the account of the units left out as seen
+    (:attr:`~tumorscope.evaluation.seen.Selection.summary`); ``strata_files`` and
+    ``strata_warnings`` the ``strata.csv`` files read and what did not match in them.
     """
 
     regions: list[str] = field(default_factory=list)
@@ -104,6 +114,10 @@ class HeldOut:
     image_label: list[int] = field(default_factory=list)
     image_ids: list[str] = field(default_factory=list)
     image_source: list[str] = field(default_factory=list)
+    image_strata: list[dict[str, str] | None] = field(default_factory=list)
+    held_out: dict[str, Any] = field(default_factory=dict)
+    strata_files: list[str] = field(default_factory=list)
+    strata_warnings: list[str] = field(default_factory=list)
     risk: dict[str, float] = field(default_factory=dict)
     outcomes: dict[str, tuple[float, bool]] = field(default_factory=dict)
     true_risk: dict[str, float] = field(default_factory=dict)
@@ -203,33 +217,58 @@ def _add_case(
 def collect_held_out(
     predictor: Predictor, data: Sequence[str | Path], patients: set[str], seen: set[str]
 ) -> HeldOut:
-    """Predict held-out cases and images: ``patients`` of the run's split plus unseen ones.
+    """Predict held-out cases and images chosen by name: ``patients`` plus unseen ones.
 
     Args:
         predictor: The model, as users get it.
         data: Data folders (every layout under them is read).
-        patients: Patients of the run's evaluated split.
-        seen: Patients in any of the run's splits (others are always evaluated).
+        patients: Patients of the evaluated split.
+        seen: Patients in any split (others are always evaluated).
 
     Returns:
         The collected :class:`HeldOut` outputs.
     """
     index = discover(data)
-    out = HeldOut(
-        regions=list(predictor.regions),
-        temperature=float(predictor.temperature),
-        threshold=float(predictor.threshold),
-    )
-
-    clinical_columns = list(predictor.manifest.clinical_columns)
 
     def wanted(pid: str) -> bool:
         return pid in patients or pid not in seen
 
-    for case in index.cases:
+    chosen = Selection(
+        cases=[c for c in index.cases if wanted(c.patient_id)],
+        images=[it for it in index.images if wanted(it.patient_id)],
+    )
+    return collect_units(predictor, index, chosen)
+
+
+def collect_units(predictor: Predictor, index: DatasetIndex, chosen: Selection) -> HeldOut:
+    """Predict the chosen cases and images of ``index`` (cases with neither a mask nor an
+    outcome are skipped).
+
+    Args:
+        predictor: The model, as users get it.
+        index: The discovered data (its outcomes, true risks and image folders).
+        chosen: The units to predict and the account of the others.
+
+    Returns:
+        The collected :class:`HeldOut` outputs.
+
+    Raises:
+        DataError: A ``strata.csv`` of an image folder is malformed (checked first).
+    """
+    strata = folder_strata(index)
+    out = HeldOut(
+        regions=list(predictor.regions),
+        temperature=float(predictor.temperature),
+        threshold=float(predictor.threshold),
+        held_out=dict(chosen.summary),
+        strata_files=[str(f) for f in strata.files],
+        strata_warnings=list(strata.warnings),
+    )
+    clinical_columns = list(predictor.manifest.clinical_columns)
+    for case in chosen.cases:
         pid = case.patient_id
         outcome = index.outcomes.get(pid)
-        if not wanted(pid) or (case.mask is None and outcome is None):
+        if case.mask is None and outcome is None:
             continue
         loaded = load_case(case, predictor.spec.channels, missing=predictor.spec.missing_channels)
         clinical = None
@@ -243,7 +282,7 @@ def collect_held_out(
             out.outcomes[pid] = (float(outcome.time), bool(outcome.event))
             if pid in index.true_risk:
                 out.true_risk[pid] = float(index.true_risk[pid])
-    items = [it for it in index.images if wanted(it.patient_id)]
+    items = chosen.images
     for start in range(0, len(items), IMAGE_CHUNK):
         chunk = items[start : start + IMAGE_CHUNK]
         results = predictor.predict_batch(
@@ -257,6 +296,7 @@ def collect_held_out(
             out.image_label.append(int(it.tumour))
             out.image_ids.append(it.patient_id)
             out.image_source.append(it.source)
+            out.image_strata.append(strata.of(it))
     log.info(
         "held out: %d volumes, %d slices, %d images, %d survival patients",
         len(out.dice),

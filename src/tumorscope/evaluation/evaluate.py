@@ -7,8 +7,13 @@ and the plots into a report folder; it never writes into the run, never into a d
 folder (unless ``allow_inside_input``), and never over a file it did not write itself
 (:class:`~tumorscope.fileio.OutputFolder`; its own earlier report only with ``overwrite``).
 
-The steps live one layer down each: :mod:`~tumorscope.evaluation.collect` (held-out
-outputs), :mod:`~tumorscope.evaluation.sections` (the figures) and
+Which units are held out is decided by content where the run recorded it
+(:mod:`~tumorscope.evaluation.seen`; ``RUN/seen.json``), by name for older runs, and the
+report says how many were left out as seen and why.
+
+The steps live one layer down each: :mod:`~tumorscope.evaluation.seen` (which units),
+:mod:`~tumorscope.evaluation.collect` (held-out outputs),
+:mod:`~tumorscope.evaluation.sections` (the figures) and
 :mod:`~tumorscope.evaluation.report` (the files).
 """
 
@@ -20,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tumorscope.evaluation.collect import (
-    HeldOut,
-    collect_held_out,
-    held_out_patients,
-    seen_patients,
-)
+from tumorscope.data.identity import SEEN_FILE
+from tumorscope.data.layout import discover
+from tumorscope.evaluation.collect import HeldOut, collect_units
 from tumorscope.evaluation.report import REPORT_FILES, write_report
 from tumorscope.evaluation.sections import compute_metrics
+from tumorscope.evaluation.seen import read_run_seen, run_seen_file, select_held_out
+from tumorscope.evaluation.strata import NEAR_MM
 from tumorscope.fileio import OutputFolder, is_inside
 from tumorscope.inference.predictor import Predictor
 from tumorscope.runs import CheckpointError, load_run
@@ -112,21 +116,23 @@ def evaluate_predictor(
     run: str | Path | None = None,
     overwrite: bool = False,
 ) -> EvaluationReport:
-    """Evaluate a Predictor on the held-out patients of ``data`` and write the report.
+    """Evaluate a Predictor on the held-out units of ``data`` and write the report.
 
     Args:
         predictor: A Predictor (its manifest gives the splits and calibration).
         data: Data folders.
         out: Report folder (created).
-        split: The run's split to evaluate; patients in none of its splits are always evaluated.
+        split: The run's split to evaluate; units in none of its splits are always evaluated.
         n_boot: Bootstrap replicates per figure.
         seed: Bootstrap seed.
-        run: Run folder, recorded in the report.
+        run: Run folder, recorded in the report; its ``seen.json`` (if any) decides which
+            units are seen, by content; without one they are told by name.
         overwrite: Replace the files of an earlier report in ``out`` (never other files).
 
     Raises:
         EvaluationError: ``split`` is not one of the run's splits.
         OutputExistsError: A report file would replace one it may not (checked first).
+        DataError: The run's ``seen.json`` or a folder's ``strata.csv`` is malformed.
     """
     manifest = predictor.manifest
     splits = manifest.splits or {}
@@ -135,9 +141,16 @@ def evaluate_predictor(
             run or "<predictor>", f"split {split!r} not in the run's splits {sorted(splits)}"
         )
     OutputFolder(out, overwrite=overwrite).check_all(REPORT_FILES)  # before the work
-    held = collect_held_out(
-        predictor, data, held_out_patients(manifest, split), seen_patients(manifest)
+    seen = None if run is None else read_run_seen(run)
+    index = discover(data)
+    chosen = select_held_out(
+        index,
+        split=split,
+        splits=splits,
+        seen=seen,
+        seen_file=SEEN_FILE if run is None else run_seen_file(run),
     )
+    held = collect_units(predictor, index, chosen)
     calibration = predictor.calibration
     metrics = compute_metrics(held, calibration, n_boot=n_boot, seed=seed)
     metrics["meta"] = {
@@ -150,7 +163,14 @@ def evaluate_predictor(
         "regions": held.regions,
         "n_boot": n_boot,
         "stage": manifest.stage,
+        "held_out": held.held_out,
     }
+    if held.strata_files:
+        metrics["meta"]["strata"] = {
+            "files": held.strata_files,
+            "warnings": held.strata_warnings,
+            "near_mm": NEAR_MM,
+        }
     plot_files = write_report(Path(out), metrics, held, calibration, overwrite=overwrite)
     return EvaluationReport(out=Path(out), metrics=metrics, held=held, plots=plot_files)
 

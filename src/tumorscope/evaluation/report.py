@@ -21,6 +21,7 @@ from tumorscope.evaluation import plots
 from tumorscope.evaluation.collect import HeldOut, classification_units, survival_arrays
 from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import risk_groups
+from tumorscope.evaluation.seen import describe
 from tumorscope.fileio import OutputFolder
 from tumorscope.metrics.calibration import apply_temperature
 from tumorscope.runs.manifest import Calibration
@@ -155,14 +156,45 @@ def format_figure(f: Mapping[str, Any]) -> str:
     return text + (f" {f['unit']}" if f.get("unit") else "")
 
 
+# Sub-objects with a table of their own.
+_OWN_TABLE = ("meta", "by_stratum")
+
+
 def _rows(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
     rows: list[tuple[str, Mapping[str, Any]]] = []
     for k, v in node.items():
         if isinstance(v, Mapping) and "value" in v and "ci95" in v:
             rows.append((prefix + k, v))
-        elif isinstance(v, Mapping) and k != "meta":
+        elif isinstance(v, Mapping) and k not in _OWN_TABLE:
             rows.extend(_rows(v, f"{prefix}{k}."))
     return rows
+
+
+def stratum_table(metrics: Mapping[str, Any]) -> list[str]:
+    """``report.md`` lines of ``classification.by_stratum`` and the strata warnings
+    (none when no image folder has a ``strata.csv``)."""
+    by = metrics["classification"].get("by_stratum")
+    if by is None:
+        return []
+    strata = metrics.get("meta", {}).get("strata", {})
+    files = ", ".join(f"`{f}`" for f in strata.get("files", []))
+    lines = [
+        "### classification by stratum",
+        "",
+        f"Image AUC per value of each column of {files or '`strata.csv`'} and per contrast × "
+        f"plane cell; offset `near` is within {strata.get('near_mm', float('nan')):g} mm of "
+        "the plane's target.",
+        "",
+        "| stratum | value | AUC [95% CI] | n |",
+        "|---|---|---|---|",
+    ]
+    for column, values in by.items():
+        for value, figs in values.items():
+            f = figs["roc_auc"]
+            lines.append(f"| {column} | {value} | {format_figure(f)} | {f['n']} |")
+    lines.append("")
+    lines += [f"- warning: {w}" for w in strata.get("warnings", [])]
+    return lines + ([""] if strata.get("warnings") else [])
 
 
 def markdown_report(
@@ -183,7 +215,8 @@ def markdown_report(
         f"- run: `{meta.get('run')}`"
         + (f" (stage `{meta['stage']}`)" if meta.get("stage") else ""),
         f"- data: {', '.join(f'`{d}`' for d in meta.get('data', []))}",
-        f"- split: `{meta.get('split')}` of the run's patients, plus every patient it never saw",
+        f"- split: `{meta.get('split')}` of the run's units, plus every unit it never saw",
+        f"- held out: {describe(meta.get('held_out', {}))}",
         f"- temperature {meta.get('temperature', float('nan')):.3f}, decision threshold "
         f"{meta.get('threshold', float('nan')):.3f}, gate {meta.get('gate_threshold', float('nan')):.2f}",
         f"- volumes {len(held.case_ids)}, survival patients {len(held.risk)} "
@@ -198,6 +231,8 @@ def markdown_report(
         for key, f in _rows(m[section]):
             lines.append(f"| {key} | {format_figure(f)} | {f['n']} |")
         lines.append("")
+        if section == "classification":
+            lines += stratum_table(m)
     lines += ["## plots", ""]
     for name, path in plot_files.items():
         lines += [f"### {name}", "", f"![{name}]({path.name})", ""]
@@ -250,5 +285,6 @@ __all__ = [
     "load_predictions",
     "markdown_report",
     "predictions_dict",
+    "stratum_table",
     "write_report",
 ]

@@ -1,7 +1,8 @@
 """The figure format of ``metrics.json``: its JSON schema, validator and figure builders.
 
 Every figure is ``{"value": number|null, "ci95": [lo, hi]|null, "n": int, "unit": str}``;
-a null value carries a ``reason``. Keys listed here are always present; more are allowed.
+a null value carries a ``reason``. Keys listed here are always present (``by_stratum`` only
+where an image folder has a ``strata.csv``); more are allowed.
 :func:`figure`, :func:`undefined` and :func:`boot_figure` build figures in this format.
 """
 
@@ -40,9 +41,13 @@ FIGURE: dict[str, Any] = {
 }
 
 
-def _section(keys: list[str], **extra: Any) -> dict[str, Any]:
+def _section(
+    keys: list[str], optional: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Figures ``keys`` and sub-objects ``extra``, all required; ``optional`` ones may be absent."""
     props: dict[str, Any] = {k: {"$ref": "#/$defs/figure"} for k in keys}
     props.update(extra)
+    props.update(optional or {})
     return {"type": "object", "required": keys + list(extra), "properties": props}
 
 
@@ -63,6 +68,9 @@ METRICS_SCHEMA: dict[str, Any] = {
         ),
         "classification": _section(
             ["roc_auc", "pr_auc", "sensitivity", "specificity"],
+            optional={
+                "by_stratum": {"type": "object", "additionalProperties": _map_of(["roc_auc"])}
+            },
             by_source=_map_of(["roc_auc"]),
         ),
         "survival": _section(["c_index", "c_index_uno", "td_auc", "ibs", "c_index_oracle"]),

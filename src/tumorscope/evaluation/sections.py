@@ -16,6 +16,7 @@ import numpy as np
 
 from tumorscope.evaluation.collect import HeldOut, Units, classification_units, survival_arrays
 from tumorscope.evaluation.schema import boot_figure, figure, undefined
+from tumorscope.evaluation.strata import CELL, STRATA
 from tumorscope.metrics import survival as sm
 from tumorscope.metrics.calibration import apply_temperature, ece
 from tumorscope.metrics.classification import pr_auc, roc_auc, sensitivity, specificity
@@ -98,8 +99,40 @@ def _binary_figures(
     }
 
 
+def stratum_section(
+    u: Units, strata: list[dict[str, str] | None], threshold: float, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """``by_stratum.<column>.<value>.roc_auc`` per value of each ``strata.csv`` column, and
+    per contrast × plane cell (``contrast_x_plane``, values ``t1ce/axial``).
+
+    Args:
+        u: The classification units.
+        strata: Per unit ``(N,)``, its strata, or None (slices, images without a row).
+        threshold: The run's decision threshold.
+        n_boot: Bootstrap replicates.
+        seed: Bootstrap seed.
+    """
+    has = np.asarray([s is not None for s in strata], dtype=bool)
+    rows = [s or {} for s in strata]
+    columns: dict[str, np.ndarray] = {
+        col: np.asarray([r.get(col, "") for r in rows], dtype=object) for col in STRATA
+    }
+    columns[CELL] = np.asarray(
+        [f"{r.get('contrast', '')}/{r.get('plane', '')}" for r in rows], dtype=object
+    )
+    auc = ("roc_auc",)
+    return {
+        col: {
+            str(v): _binary_figures(u, has & (values == v), threshold, n_boot, seed, auc)
+            for v in sorted(set(values[has].tolist()))
+        }
+        for col, values in columns.items()
+    }
+
+
 def classification_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any]:
-    """Pooled slices + images, then per kind, boundary-free slices, and ``by_source``.
+    """Pooled slices + images, then per kind, boundary-free slices, ``by_source``, and
+    ``by_stratum`` where an image folder has a ``strata.csv``.
 
     Probabilities are the calibrated ones users get; sensitivity and specificity are at the
     run's decision threshold.
@@ -120,6 +153,10 @@ def classification_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, A
         str(src): _binary_figures(u, u.source == src, held.threshold, n_boot, seed)
         for src in sorted(set(u.source.tolist()))
     }
+    image_strata = list(held.image_strata)
+    if len(image_strata) == len(held.image_ids) and any(s is not None for s in image_strata):
+        strata = [None] * int(slices.sum()) + image_strata
+        out["by_stratum"] = stratum_section(u, strata, held.threshold, n_boot, seed)
     return out
 
 

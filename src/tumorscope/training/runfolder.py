@@ -8,17 +8,27 @@ before anything else when a run starts), or a hash-verified resume manifest
 the record existed have. A user's folder that merely holds a ``config.yaml`` is neither.
 
 The preprocessing cache lives inside the run (``RUN/cache/``) unless the user names one.
+``RUN/seen.json`` records the content identity of every unit per split (:func:`write_seen`),
+so that evaluation tells a seen unit by its content, not by its file name.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tumorscope.config import Config, save_config
 from tumorscope.data.cache import cache_marker
+from tumorscope.data.identity import SEEN_FILE, seen_units
+from tumorscope.data.layout import discover
+from tumorscope.data.prepared import PreparedData
 from tumorscope.fileio import OutputExistsError, OutputFolder, atomic_write_via, sha256_file
 from tumorscope.training.checkpoint import CheckpointError, read_manifest
+
+log = logging.getLogger(__name__)
 
 RUN_CONFIG = "config.yaml"
 CACHE_DIR = "cache"
@@ -104,3 +114,30 @@ def write_run_config(run_dir: Path, cfg: Config, resume: bool) -> None:
         folder.write_with(RUN_CONFIG, lambda p: atomic_write_via(p, lambda t: save_config(cfg, t)))
     except OutputExistsError as err:
         raise RunError(str(err)) from None
+
+
+def write_seen(
+    run_dir: Path, data: Sequence[str | Path], prepared: PreparedData, resume: bool
+) -> None:
+    """Write ``RUN/seen.json``: the ``(source, content id)`` of every unit per split
+    (:class:`~tumorscope.data.identity.SeenUnits`), recorded in the folder's record.
+
+    Args:
+        run_dir: The run folder.
+        data: The data folders ``prepared`` was made from.
+        prepared: The prepared data (its slice table names each unit's split).
+        resume: ``--resume`` (an earlier ``seen.json`` of this run is replaced).
+
+    Raises:
+        RunError: ``seen.json`` exists and was not written by this run as it is now.
+        DataError: A unit's file cannot be read.
+    """
+    t0 = time.perf_counter()
+    index = discover(list(data), max_voxels=prepared.cfg.data.max_voxels)
+    seen = seen_units(index, prepared.slices)
+    try:
+        OutputFolder(run_dir, overwrite=resume).write_json(SEEN_FILE, seen.to_dict())
+    except OutputExistsError as err:
+        raise RunError(str(err)) from None
+    n = sum(len(units) for units in seen.splits.values())
+    log.info("%s: content identities of %d units (%.1f s)", SEEN_FILE, n, time.perf_counter() - t0)
