@@ -28,11 +28,11 @@ N_BOOT = 20
 
 @pytest.fixture(scope="module")
 def seen_run(tiny_run: Path, synth_brain: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny run with the ``seen.json`` training writes (from its own cache)."""
+    """A copy of the tiny run, its ``seen.json`` rewritten from its own cache."""
     run = tmp_path_factory.mktemp("seen-run") / "run"
     shutil.copytree(tiny_run, run)
     prepared = load_prepared(tiny_run.parent / "cache", load_config(CONFIGS / "tiny.yaml"))
-    write_seen(run, [synth_brain], prepared, resume=False)
+    write_seen(run, [synth_brain], prepared, resume=True)
     return run
 
 
@@ -161,7 +161,10 @@ def test_report_says_what_was_excluded_and_why(
     assert f"{n_items + 1} of {n_items + 3} units kept, 2 excluded as seen" in md
     assert "by content" in md and "SHA-256" in md
     # an old run (no seen.json) says it fell back to names
-    old = evaluate_run(run=tiny_run, data=[root], out=tmp_path / "old", n_boot=N_BOOT)
+    old_run = tmp_path / "old-run"
+    shutil.copytree(tiny_run, old_run)
+    (old_run / SEEN_FILE).unlink()
+    old = evaluate_run(run=old_run, data=[root], out=tmp_path / "old", n_boot=N_BOOT)
     meta = json.loads((tmp_path / "old" / "metrics.json").read_text())["meta"]["held_out"]
     assert meta["rule"] == "name" and "has no seen.json" in meta["reason"]
     assert len(old.held.image_ids) == n_items + 3 - new_folder.n_train_names

@@ -91,6 +91,8 @@ def _predict_image(
     title = f"{name}: tumour p={result.tumour_probability:.2f}" + (
         "" if result.mask is not None else " (no mask: under the gate)"
     )
+    if result.domain.out_of_domain:
+        title = f"OUT OF DOMAIN, unreliable — {title}"
     if result.image is not None:
         image, mask, regions = result.image, result.mask, result.regions
         folder.write_with(
@@ -118,7 +120,13 @@ def _predict_volume(
 
 
 def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
+    """The line ``predict`` prints for one result; an out-of-domain one says so first."""
     head = f"{result.name}: tumour p={result.tumour_probability:.2f}"
+    if result.domain.out_of_domain:
+        head = (
+            f"{result.name}: OUT OF DOMAIN: {result.domain.reason}. "
+            f"tumour p={result.tumour_probability:.2f} (unreliable)"
+        )
     if isinstance(result, VolumeResult):
         ml = sum(result.volumes_ml.values())
         what = f"no mask ({result.mask_reason})" if result.gated else f"mask {ml:.1f} mL"
@@ -126,7 +134,8 @@ def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
         px = 0 if result.mask is None else int(result.mask.any(axis=0).sum())
         what = f"no mask ({result.mask_reason})" if result.mask is None else f"mask {px} px"
     warn = f", {len(result.warnings)} warning(s)" if result.warnings else ""
-    return f"{head}, {what}{warn} -> {json_path}"
+    unchecked = ", domain not checked" if result.domain.in_domain is None else ""
+    return f"{head}, {what}{warn}{unchecked} -> {json_path}"
 
 
 def predict_inputs(
@@ -233,6 +242,8 @@ def predict_inputs(
         json_path = folder.write_json(f"{name}.json", doc, allow_nan=False)
         for w in result.warnings:
             log.warning("%s: %s", name, w)
+        if result.domain.out_of_domain:
+            log.warning("%s: out of domain: %s", name, result.domain.reason)
         yield _line(result, json_path)
     if failed:
         raise DataError(

@@ -1,4 +1,7 @@
-"""Domain check: warnings when an input looks unlike what the model was trained on."""
+"""Domain check, heuristic part: warnings when an input looks unlike what the model was
+trained on, from its intensities, spacing and extent. They inform; the measured flag that
+marks a prediction out of domain (a score, a threshold set on validation data) is
+:mod:`tumorscope.inference.ood`."""
 
 from __future__ import annotations
 

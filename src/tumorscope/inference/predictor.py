@@ -20,21 +20,14 @@ import torch
 from tumorscope.config import Config
 from tumorscope.data.readers import write_like
 from tumorscope.data.spec import PreprocessSpec
-from tumorscope.data.transforms import (
-    preprocess_volume,
-    restore_volume,
-)
+from tumorscope.data.transforms import preprocess_volume, restore_volume
 from tumorscope.data.types import DataError, LoadedCase
 from tumorscope.inference.domain import image_warnings, volume_warnings
 from tumorscope.inference.full import FullResult, predict_full
 from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
+from tumorscope.inference.ood import NO_SLICES, DomainCheck
 from tumorscope.inference.postprocess import postprocess_masks
-from tumorscope.inference.results import (
-    RiskResult,
-    SliceResult,
-    VolumeResult,
-    type_probabilities,
-)
+from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult, type_probabilities
 from tumorscope.inference.risk import patient_risk, survival_slices
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
@@ -55,6 +48,7 @@ class Predictor:
         manifest: The run's manifest (typed, or its JSON form).
         batch_size: Slices per forward pass (for a ``MultiTaskNet``).
         calibration: Calibration to predict with (default: the manifest's).
+        domain: The run's out-of-domain check (default: none, every result says so).
 
     Raises:
         DataError: neither ``calibration`` nor the manifest holds one.
@@ -69,6 +63,7 @@ class Predictor:
         batch_size: int = 16,
         *,
         calibration: Calibration | None = None,
+        domain: DomainCheck | None = None,
     ) -> None:
         self.backend: Backend = (
             TorchBackend(model, batch_size) if isinstance(model, MultiTaskNet) else model
@@ -89,6 +84,7 @@ class Predictor:
         self.gate_threshold = cal.gate_threshold
         self.slice_gate = cal.slice_gate
         self.min_component_ml = cal.min_component_ml
+        self.domain = domain if domain is not None else DomainCheck(None)
 
     @property
     def model(self) -> MultiTaskNet:
@@ -112,7 +108,8 @@ class Predictor:
             raise DataError(
                 run.path, "manifest has no calibration: not a finished run (train it to the end)"
             )
-        return cls(run.backend, run.config, run.manifest, batch_size, calibration=run.calibration)
+        c, d = run.calibration, DomainCheck(run.domain)
+        return cls(run.backend, run.config, run.manifest, batch_size, calibration=c, domain=d)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, batch_size: int = 16) -> Predictor:
@@ -185,9 +182,9 @@ class Predictor:
 
         Returns:
             ``seg_prob (N, R, S, S)``, ``tumour_logit (N,)``, and where present
-            ``tumour_type_logits (N, 4)``, ``embedding (N, D)``.
+            ``tumour_type_logits (N, 4)``, ``embedding (N, D)``, ``domain_features (N, F)``.
         """
-        return self.backend.forward_slices(images, tasks)
+        return self.domain.forward(self.backend, images, tasks)
 
     def calibrated_probability(self, logit: np.ndarray) -> np.ndarray:
         """Temperature-scaled sigmoid ``σ(z / T)`` of tumour logits (float64)."""
@@ -259,7 +256,7 @@ class Predictor:
         ]
         cuts = [cut(x, self.spec) for x in inputs]
         out = self.forward_slices(np.stack([c[0] for c in cuts]))
-        probs = self.slice_probability(out)
+        probs, domains = self.slice_probability(out), self.domain.images(out, len(inputs))
         results = []
         for i, (x, (_, back, side)) in enumerate(zip(inputs, cuts, strict=True)):
             p = float(probs[i])
@@ -284,6 +281,7 @@ class Predictor:
                     gate_threshold=gate,
                     image=x.image,
                     meta=x.meta,
+                    domain=domains[i],
                 )
             )
         return results
@@ -371,9 +369,10 @@ class Predictor:
         warnings = warnings + volume_warnings(loaded, slices, self.spec)
         ungated = np.zeros((len(self.regions), *shape), dtype=np.uint8)
         p, probs, risk, reason = 0.0, np.zeros(0), None, "no slice inside the brain/body mask"
-        tasks = self.backend.tasks
+        tasks, domain = self.backend.tasks, self.domain.unscored(NO_SLICES)
         if slices.slice_index.size:
             out = self.forward_slices(slices.images)
+            domain = self.domain.volume(out, slices.slice_index)
             probs = self.slice_probability(out)
             p = float(probs.max())
             reason = f"patient tumour probability {p:.3f} is under the gate threshold {gate:.2f}"
@@ -418,6 +417,7 @@ class Predictor:
             meta=meta,
             gate_threshold=gate,
             postprocess=report,
+            domain=domain,
         )
 
     def risk(

@@ -16,6 +16,7 @@ from tumorscope.inference.postprocess import PostprocessReport
 PROBABILITY_AGGREGATION = (
     "max of the calibrated slice probabilities over the slices inside the brain/body mask"
 )
+NOT_CHECKED = "no domain check ran"
 
 
 def to_stored(canonical: np.ndarray, meta: ImageMeta) -> np.ndarray:
@@ -53,6 +54,49 @@ def _geometry_json(meta: ImageMeta | None) -> dict[str, Any] | None:
         "affine": np.round(input_affine(meta), 6).tolist(),
         "spacing_mm": [float(s) for s in meta.spacing],
     }
+
+
+@dataclass(frozen=True)
+class DomainResult:
+    """Whether an input is like the data the model was trained on (the out-of-domain check
+    of :mod:`tumorscope.inference.ood`).
+
+    Attributes:
+        score: Mahalanobis distance of the input's readout features to the training slices
+            (unitless; a volume's is the median of its slices'); None when not checked.
+        threshold: Score above which an input is out of domain; None when not checked.
+        in_domain: ``score <= threshold``; None when not checked (a run without a domain
+            model, a backend without readout features, a volume without slices).
+        reason: One line saying what the check found, or why it did not run.
+        slice_scores: Volumes: canonical axial index z → that slice's score.
+    """
+
+    score: float | None = None
+    threshold: float | None = None
+    in_domain: bool | None = None
+    reason: str = NOT_CHECKED
+    slice_scores: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def out_of_domain(self) -> bool:
+        """True only when the check ran and flagged the input."""
+        return self.in_domain is False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able mapping (``slice_scores`` only for volumes)."""
+        out: dict[str, Any] = {
+            "score": self.score,
+            "threshold": self.threshold,
+            "in_domain": self.in_domain,
+            "reason": self.reason,
+        }
+        if self.slice_scores:
+            out["slices_out_of_domain"] = sum(
+                self.threshold is not None and s > self.threshold
+                for s in self.slice_scores.values()
+            )
+            out["slice_scores"] = {str(z): s for z, s in self.slice_scores.items()}
+        return out
 
 
 @dataclass
@@ -105,7 +149,9 @@ class SliceResult:
         probabilities: ``(R, H, W)`` float32 ungated segmentation probabilities.
         gate_threshold: Probability under which the mask is withheld.
         image: ``(H, W)`` float32 first channel of the input as read (for overlays).
-        meta: Geometry of a NIfTI input (None for arrays and PNG/JPEG files).
+        meta: Geometry of a NIfTI or DICOM input (None for arrays and PNG/JPEG files).
+        domain: The out-of-domain check: an input unlike the training data is marked, and
+            its outputs are unreliable.
     """
 
     name: str
@@ -121,6 +167,7 @@ class SliceResult:
     gate_threshold: float = 0.3
     image: np.ndarray | None = None
     meta: ImageMeta | None = None
+    domain: DomainResult = field(default_factory=DomainResult)
 
     @property
     def gated(self) -> bool:
@@ -148,6 +195,7 @@ class SliceResult:
             "mask_area_pixels": area,
             "tumour_type": self.tumour_type,
             "geometry": _geometry_json(self.meta),
+            "domain": self.domain.to_json(),
             "warnings": self.warnings,
             "disclaimer": DISCLAIMER,
         }
@@ -180,6 +228,7 @@ class VolumeResult:
         gate_threshold: Probability under which the mask is withheld.
         postprocess: What the post-processing removed from ``masks_ungated`` (counted
             before the patient gate); None when none was run.
+        domain: The out-of-domain check over the volume's slices.
     """
 
     name: str
@@ -198,6 +247,7 @@ class VolumeResult:
     meta: ImageMeta | None = None
     gate_threshold: float = 0.3
     postprocess: PostprocessReport | None = None
+    domain: DomainResult = field(default_factory=DomainResult)
 
     def masks_in_input_geometry(self) -> np.ndarray:
         """``(R, *stored_shape)`` uint8 masks in the input's stored voxel order.
@@ -233,6 +283,7 @@ class VolumeResult:
             "n_slices": len(self.slice_probabilities),
             "slice_probabilities": {str(z): p for z, p in self.slice_probabilities.items()},
             "geometry": _geometry_json(self.meta),
+            "domain": self.domain.to_json(),
             "warnings": self.warnings,
             "disclaimer": DISCLAIMER,
         }

@@ -28,6 +28,7 @@ from tumorscope.fileio import (
 )
 
 __all__ = [
+    "DOMAIN_FILE",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "CheckpointError",
@@ -44,6 +45,9 @@ __all__ = [
 
 MODEL_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
+# The out-of-domain model of a finished run (``tumorscope.runs.load.DomainStats``); runs made
+# before it existed have none and predict with ``domain.score`` null.
+DOMAIN_FILE = "domain.safetensors"
 # Suffix of a file staged by an unfinished write_checkpoint.
 STAGED = ".new"
 # Fixed limits, the same on every machine: a manifest is a few hundred kB at most (the

@@ -11,9 +11,12 @@ reads it, verifies it and builds the backend that computes with it.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tumorscope import __version__
@@ -24,6 +27,7 @@ from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
 from tumorscope.runs.backend import Backend, TorchBackend
 from tumorscope.runs.files import (
+    DOMAIN_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     CheckpointError,
@@ -41,6 +45,122 @@ STAGE_TEMPERATURE = 1.0
 STAGE_THRESHOLD = 0.5
 
 
+@dataclass(frozen=True, eq=False)
+class DomainStats:
+    """A run's out-of-domain model: where its training slices lie in the network's features.
+
+    Written by training (``tumorscope.training.ood``) as :data:`DOMAIN_FILE`; every
+    prediction asks it. An input's features ``x`` ``(F,)`` are the spatial averages of the
+    pre-normalisation map of every encoder stage (``EncoderStage.pre``; ``F = Σ c_i``);
+    its score is their Mahalanobis distance to the training slices,
+    ``sqrt((x − mean)ᵀ · precision · (x − mean))`` (unitless), and a volume's score is the
+    median of its slices' scores. A 2D input scoring above ``image_threshold`` is out of
+    domain, a volume whose score is above ``volume_threshold``.
+
+    Attributes:
+        mean: ``(F,)`` mean feature of the training slices.
+        precision: ``(F, F)`` inverse of their shrunk (Ledoit-Wolf) covariance, symmetric.
+        image_threshold: Score above which a 2D input is out of domain (set on the
+            validation split's 2D images).
+        volume_threshold: Score above which a volume slice, and a volume, is out of domain
+            (set on the validation split's volume slices).
+        quantile: Share of in-domain validation inputs of each kind the thresholds keep.
+        n_train: Training slices (volume slices and 2D images) the statistics come from.
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray
+    image_threshold: float
+    volume_threshold: float
+    quantile: float
+    n_train: int
+
+    def __post_init__(self) -> None:
+        f = self.mean.shape[0] if self.mean.ndim == 1 else -1
+        if f < 1 or self.precision.shape != (f, f):
+            raise ValueError(
+                f"domain model: mean {self.mean.shape} and precision {self.precision.shape} "
+                "are not (F,) and (F, F)"
+            )
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.precision).all()):
+            raise ValueError("domain model: mean or precision holds NaN or Inf")
+        for name in ("image_threshold", "volume_threshold"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"domain model: {name} {value} is not a score >= 0")
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError(f"domain model: quantile {self.quantile} is not in (0, 1]")
+
+    @property
+    def feature_dim(self) -> int:
+        """``F``, the length of the feature vector the statistics describe."""
+        return int(self.mean.shape[0])
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """``(N,)`` float64 Mahalanobis distances of ``(N, F)`` features to the training slices.
+
+        Raises:
+            ValueError: ``features`` is not ``(N, F)``.
+        """
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.feature_dim:
+            raise ValueError(f"features of shape {x.shape} are not (N, {self.feature_dim})")
+        d = x - self.mean
+        # Hand-written: sklearn's .mahalanobis needs its fitted estimator, not stored arrays.
+        return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", d, self.precision, d), 0.0))
+
+    @staticmethod
+    def volume_score(slice_scores: np.ndarray) -> float:
+        """A volume's score: the median of its slices' scores (robust to a few odd edge
+        slices, high when most slices are unlike training)."""
+        return float(np.median(np.asarray(slice_scores, dtype=np.float64)))
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors of :data:`DOMAIN_FILE` (float32 statistics, float64 scalars)."""
+        return {
+            "mean": torch.from_numpy(np.asarray(self.mean, dtype=np.float32)),
+            "precision": torch.from_numpy(np.asarray(self.precision, dtype=np.float32)),
+            "image_threshold": torch.tensor(self.image_threshold, dtype=torch.float64),
+            "volume_threshold": torch.tensor(self.volume_threshold, dtype=torch.float64),
+            "quantile": torch.tensor(self.quantile, dtype=torch.float64),
+            "n_train": torch.tensor(self.n_train, dtype=torch.int64),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], path: str | Path) -> DomainStats:
+        """Read :meth:`to_tensors`' output back.
+
+        Raises:
+            DataError: a missing tensor or an invalid value, naming ``path``.
+        """
+        try:
+            return cls(
+                mean=tensors["mean"].double().numpy(),
+                precision=tensors["precision"].double().numpy(),
+                image_threshold=float(tensors["image_threshold"]),
+                volume_threshold=float(tensors["volume_threshold"]),
+                quantile=float(tensors["quantile"]),
+                n_train=int(tensors["n_train"]),
+            )
+        except KeyError as e:
+            raise DataError(path, f"domain model lacks the tensor {e}") from None
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise DataError(path, f"unreadable domain model: {e}") from None
+
+
+def read_domain(folder: Path, manifest: RunManifest) -> DomainStats | None:
+    """The run's :class:`DomainStats`, or None when its manifest lists no :data:`DOMAIN_FILE`
+    (a run made before the out-of-domain model, a stage checkpoint, an untrained model).
+
+    Raises:
+        CheckpointError: an unreadable file.
+        DataError: a file that is not a domain model.
+    """
+    if DOMAIN_FILE not in manifest.files:
+        return None
+    return DomainStats.from_tensors(read_tensors(folder / DOMAIN_FILE), folder / DOMAIN_FILE)
+
+
 @dataclass(frozen=True)
 class LoadedRun:
     """A verified run folder, ready to compute with.
@@ -54,6 +174,7 @@ class LoadedRun:
             the parent run's data properties (see :func:`stage_calibration`); None for a
             manifest that is neither a finished run nor a stage checkpoint.
         backend: What computes: a :class:`Backend`.
+        domain: The out-of-domain model (:data:`DOMAIN_FILE`); None when the run has none.
     """
 
     path: Path
@@ -62,6 +183,7 @@ class LoadedRun:
     spec: PreprocessSpec
     calibration: Calibration | None
     backend: Backend
+    domain: DomainStats | None = None
 
     @property
     def model(self) -> MultiTaskNet:
@@ -152,6 +274,7 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
         spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
         model = create_model(cfg.model)
         _load_weights(model, read_tensors(path / MODEL_FILE), path, manifest)
+        domain = read_domain(path, manifest)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         if isinstance(e, CheckpointError | DataError):
             raise
@@ -163,6 +286,7 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
         spec=spec,
         calibration=calibration,
         backend=TorchBackend(model, batch_size=batch_size),
+        domain=domain,
     )
 
 

@@ -2,7 +2,9 @@
 
 Fitted on the validation split (temperature, decision threshold) and on the training
 cohort (Breslow baseline hazard, risk quantiles, horizon ``tau``), so that prediction
-never needs the training data again.
+never needs the training data again. The out-of-domain model is fitted beside it, from
+the network's features rather than its outputs, and stored as a file of its own
+(:mod:`tumorscope.training.ood`).
 """
 
 from __future__ import annotations

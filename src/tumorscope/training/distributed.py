@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from tumorscope.config import Config, load_config, save_config
 from tumorscope.training.collective import init_from_env
-from tumorscope.training.worker import TrainResult, read_result, train_in_process
+from tumorscope.training.result import TrainResult, read_result
+from tumorscope.training.worker import train_in_process
 
 log = logging.getLogger(__name__)
 

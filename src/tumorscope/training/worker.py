@@ -17,7 +17,6 @@ Run folder contract::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -52,32 +51,19 @@ from tumorscope.training.data import StageData
 from tumorscope.training.logs import log_row, tensorboard
 from tumorscope.training.loop import ProgressFn
 from tumorscope.training.manifest import run_manifest
+from tumorscope.training.ood import fit_run_domain, save_with_domain
 from tumorscope.training.preflight import check_step_memory
-from tumorscope.training.runfolder import RunError, default_cache, open_run_dir, write_run_config
+from tumorscope.training.result import RESULT_FILE, TrainResult
+from tumorscope.training.runfolder import (
+    RunError,
+    default_cache,
+    open_run_dir,
+    write_run_config,
+    write_seen,
+)
 from tumorscope.training.stages import apply_freeze, make_scheduler, param_groups, selection_metric
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a finished run reports."""
-
-    run_dir: Path
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        rows: dict[str, Any] = {}
-        for name, info in self.stages.items():
-            if info.get("skipped"):
-                rows[f"{name}"] = f"skipped: {info['skipped']}"
-                continue
-            for k, v in info.get("best_metrics", {}).items():
-                rows[f"{name}.{k}"] = v
-            rows[f"{name}.steps"] = info.get("steps")
-        rows["seconds"] = round(self.seconds, 1)
-        return rows
 
 
 @dataclass
@@ -131,6 +117,7 @@ def train_in_process(
 
     if ctx.is_main:
         stage_data = StageData.build(data=data, cfg=cfg, cache=cache_dir)
+        write_seen(run_dir, data, stage_data.prepared, resume)
     barrier(ctx)  # the cache and splits exist before other ranks read them
     if not ctx.is_main:
         stage_data = StageData.load(cfg=cfg, cache=cache_dir)
@@ -170,15 +157,6 @@ def train_in_process(
         )
     barrier(ctx)
     return result
-
-
-RESULT_FILE = "train-result.json"
-
-
-def read_result(run_dir: Path) -> TrainResult:
-    """The :class:`TrainResult` a finished run wrote (used after a distributed launch)."""
-    saved = json.loads((run_dir / RESULT_FILE).read_text())
-    return TrainResult(run_dir=run_dir, stages=saved["stages"], seconds=float(saved["seconds"]))
 
 
 def _loss_state(loss_fn: nn.Module) -> dict[str, list[float]]:
@@ -444,5 +422,5 @@ def _finalise(
         metrics={"validation": loop.validation_metrics(val)},
         splits=stage_data.split_patients(),
     )
-    save_checkpoint(run_dir, model_state=model.state_dict(), manifest=manifest.to_dict())
+    save_with_domain(run_dir, model, manifest.to_dict(), fit_run_domain(model, stage_data))
     read_manifest(run_dir)  # verify what was written
