@@ -7,6 +7,8 @@ Prints one JSON object on its last line. ``--quick`` uses fewer patients and ste
 Figures:
 - per image stage of ``configs/demo.yaml`` and precision (fp32, bf16, bf16 +
   channels_last): slices/s and the share of step time spent waiting for the next batch;
+- the augmentation's cost: the ``joint`` stage at the auto precision with
+  ``data.augment: light`` and ``full`` (the demo's), as slices/s and data-wait share;
 - peak RSS of the training process for a small and a 10× larger cohort (same steps), to
   show memory does not grow with the number of patients.
 """
@@ -36,6 +38,7 @@ def _bench_stage(
     precision: str,
     channels_last: bool,
     steps: int,
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, float]:
     from tumorscope.config import load_config
     from tumorscope.losses.multitask import MultiTaskLoss
@@ -45,7 +48,7 @@ def _bench_stage(
     from tumorscope.training.data import StageData
     from tumorscope.training.stages import apply_freeze, make_scheduler, param_groups
 
-    cfg = load_config(cfg_path)
+    cfg = load_config(cfg_path, overrides=list(overrides))
     seed_everything(0)
     stage_data = StageData.build(data=[data], cfg=cfg, cache=cache)
     stage = next(s for s in cfg.stages if s.name == stage_name)
@@ -78,6 +81,11 @@ def _bench_stage(
         "data_wait_share": round(wait / (wait + compute), 3),
         "ms_per_step": round(1000 * (wait + compute) / steps, 1),
     }
+
+
+def _bench_stage_ms(figures: object) -> float:
+    assert isinstance(figures, dict)
+    return float(figures["ms_per_step"])
 
 
 def _rss_child(cfg_path: Path, data: Path, cache: Path, steps: int) -> float:
@@ -156,6 +164,23 @@ def main() -> int:
                     2,  # type: ignore[index]
                 )
         figures["stages"] = per_stage
+        auto = "bf16" if bf16_supported() else "fp32"
+        augment: dict[str, object] = {
+            level: _bench_stage(
+                cfg_path,
+                t / "small",
+                t / "cache-small",
+                image_stages[0],
+                auto,
+                False,
+                steps,
+                (f"data.augment={level}",),
+            )
+            for level in ("light", "full")
+        }
+        light, full = (_bench_stage_ms(augment[k]) for k in ("light", "full"))
+        augment["full_over_light_step_time"] = round(full / light, 3)
+        figures["augment"] = augment
         from tumorscope.config import load_config
         from tumorscope.training.data import StageData
 

@@ -5,8 +5,11 @@ One cache folder per (source, files of that source, preprocessing spec) under
 
 - ``images.npy`` ``(N, C, S, S)`` float16/float32 and ``masks.npy`` ``(N, R, S, S)`` uint8
   (only for sources with masks), written through ``np.lib.format.open_memmap``;
+  ``alternates.npy`` ``(N, K, S, S)``: each slice in the ``spec.train_contrasts`` (zeros
+  where the case lacks one);
 - ``slices.csv``: one row per slice (patient_id, source, slice_index, tumour, has_tumour,
-  tumour_type, has_mask, foreground, sha1 of the source file for 2D images); ``restore.json``
+  tumour_type, has_mask, foreground, sha1 of the source file for 2D images, plane: 0 axial,
+  1 coronal, 2 sagittal, contrasts: bit k for ``train_contrasts[k]``); ``restore.json``
   (each volume's canonical shape and crop box); ``spec.json`` and ``meta.json`` (last).
 
 A cache is built in a temporary folder and renamed into place (an interrupted build is
@@ -38,8 +41,9 @@ import pandas as pd
 import torch
 
 from tumorscope.config import Config
+from tumorscope.data.cut import case_rows, volume_job
 from tumorscope.data.imagefolder import load_image
-from tumorscope.data.layout import discover, load_case
+from tumorscope.data.layout import discover
 from tumorscope.data.layouts import LAYOUTS
 from tumorscope.data.limits import check_disk_space
 from tumorscope.data.prepared import (
@@ -51,11 +55,7 @@ from tumorscope.data.prepared import (
     assemble,
 )
 from tumorscope.data.spec import IMAGE_CHANNEL, PreprocessSpec
-from tumorscope.data.transforms import (
-    VolumeSlices,
-    prepare_image,
-    preprocess_volume,
-)
+from tumorscope.data.transforms import prepare_image
 from tumorscope.data.types import Case, DataError, DatasetIndex, ImageItem
 from tumorscope.fileio import atomic_write_bytes, atomic_write_json, read_marker
 
@@ -111,7 +111,7 @@ class _Group:
         return out
 
 
-CONTENT_VERSION = 2  # bumped when preprocessing writes otherwise (2: labels from the resized mask)
+CONTENT_VERSION = 3  # bumped when preprocessing writes otherwise (3: planes, contrasts, 2D rule)
 
 
 def _fingerprint(paths: Sequence[Path]) -> str:
@@ -160,20 +160,6 @@ def _alloc(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
-def _volume_job(
-    job: tuple[Case, PreprocessSpec, str, int],
-) -> tuple[VolumeSlices | None, str | None]:
-    """Load and preprocess one case (runs in a worker process when ``workers > 1``)."""
-    case, spec, source, max_voxels = job
-    try:
-        loaded = load_case(
-            case, spec.channels, missing=spec.missing_channels, max_voxels=max_voxels
-        )
-        return preprocess_volume(loaded, spec, source=source), None
-    except DataError as e:
-        return None, str(e)
-
-
 def _init_worker() -> None:
     torch.set_num_threads(1)
 
@@ -220,44 +206,45 @@ def build_cache(
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     C, R, S = len(spec.channels), len(spec.regions), spec.image_size
-    n_max = len(cases) * spec.slices_per_patient + len(images)
+    per_case = spec.slices_per_patient + spec.plane_slices * (len(spec.planes) - 1)
+    n_max = len(cases) * per_case + len(images)
     has_masks = any(c.mask is not None for c in cases)
     imgs = _alloc(tmp / "images.npy", spec.cache_dtype, (n_max, C, S, S))
     msks = _alloc(tmp / "masks.npy", "uint8", (n_max, R, S, S)) if has_masks else None
+    K = len(spec.train_contrasts)
+    alts = _alloc(tmp / "alternates.npy", spec.cache_dtype, (n_max, K, S, S)) if K else None
     rows: list[dict[str, Any]] = []
     restore: dict[str, Any] = {}
     problems: list[str] = []
     total, n = len(cases) + len(images), 0
     jobs = [(case, spec, group_source, max_voxels) for case in cases]
     pool = _pool(workers) if workers > 1 and len(cases) > 1 else None
-    results = pool.map(_volume_job, jobs) if pool is not None else map(_volume_job, jobs)
-    for i, (case, (vs, fault)) in enumerate(zip(cases, results, strict=True)):
-        if vs is None:
+    results = pool.map(volume_job, jobs) if pool is not None else map(volume_job, jobs)
+    for i, (case, (cut, fault)) in enumerate(zip(cases, results, strict=True)):
+        if cut is None:
             problems.append(str(fault))
             log.warning("skipped: %s", fault)
             continue
-        k = vs.images.shape[0]
-        imgs[n : n + k] = vs.images
-        if msks is not None and vs.masks is not None:
-            msks[n : n + k] = vs.masks
-        for j in range(k):
-            rows.append(
-                {
-                    "patient_id": case.patient_id,
-                    "source": group_source,
-                    "slice_index": int(vs.slice_index[j]),
-                    "tumour": int(vs.tumour[j]) if vs.tumour is not None else -1,
-                    "has_tumour": vs.tumour is not None,
-                    "tumour_type": -1,
-                    "has_mask": vs.masks is not None,
-                    "foreground": float(vs.foreground[j]),
-                    "sha1": "",
-                }
-            )
-        restore[case.patient_id] = {"shape": list(vs.restore.shape), "box": list(vs.restore.box)}
-        n += k
+        if cut.problem is not None:
+            problems.append(cut.problem)
+            log.warning("%s", cut.problem)
+        pieces = [(cut.axial.images, cut.axial.masks, cut.alternates)]
+        pieces += [(p.images, p.masks, p.alternates) for p in cut.planes]
+        for images_k, masks_k, alternates_k in pieces:
+            k = images_k.shape[0]
+            imgs[n : n + k] = images_k
+            if msks is not None and masks_k is not None:
+                msks[n : n + k] = masks_k
+            if alts is not None:
+                alts[n : n + k] = 0 if alternates_k is None else alternates_k
+            n += k
+        rows.extend(case_rows(cut, case.patient_id, group_source))
+        restore[case.patient_id] = {
+            "shape": list(cut.axial.restore.shape),
+            "box": list(cut.axial.restore.box),
+        }
         if i % 32 == 31:  # written pages become clean and reclaimable: build memory stays flat
-            _flush(imgs, msks)
+            _flush(imgs, msks, alts)
         if progress is not None:
             progress(i + 1, total, case.patient_id)
     for i, item in enumerate(images):
@@ -270,6 +257,8 @@ def build_cache(
             continue
         if msks is not None:
             msks[n] = 0
+        if alts is not None:
+            alts[n] = 0
         rows.append(
             {
                 "patient_id": item.patient_id,
@@ -281,20 +270,24 @@ def build_cache(
                 "has_mask": False,
                 "foreground": 1.0,
                 "sha1": _sha1(item.path),
+                "plane": 0,
+                "contrasts": 0,
             }
         )
         n += 1
         if i % 512 == 511:
-            _flush(imgs, msks)
+            _flush(imgs, msks, alts)
         if progress is not None:
             progress(len(cases) + i + 1, total, item.patient_id)
     if pool is not None:
         pool.shutdown()
-    _flush(imgs, msks)
-    del imgs, msks
+    _flush(imgs, msks, alts)
+    del imgs, msks, alts
     _shrink(tmp, "images.npy", n)
     if has_masks:
         _shrink(tmp, "masks.npy", n)
+    if K:
+        _shrink(tmp, "alternates.npy", n)
     pd.DataFrame(rows, columns=list(SLICE_COLUMNS)).to_csv(tmp / "slices.csv", index=False)
     (tmp / "restore.json").write_text(json.dumps(restore))
     (tmp / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))

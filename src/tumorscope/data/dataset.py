@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tumorscope.config import DataConfig
+from tumorscope.data import augment
 from tumorscope.data.batch import Batch
 from tumorscope.data.prepared import PreparedData
 from tumorscope.data.samplers import BalancedSampler, PatientBagSampler, ShareSampler
@@ -121,8 +122,9 @@ class SliceDataset:
     Args:
         prepared: Output of :func:`~tumorscope.data.cache.prepare`.
         split: ``train``, ``val``, ``test`` or ``all``.
-        train: Apply augmentation (random flips, small intensity scale/shift, channel
-            drop-out with ``missing_channels: zero_fill``).
+        train: Apply augmentation (``data.augment``: :mod:`tumorscope.data.augment`; channel
+            drop-out with ``missing_channels: zero_fill``) and keep the slices of every
+            plane; otherwise only axial slices, as prediction cuts them.
         seed: Seed of the augmentation draws.
         use_clinical: Include the clinical vector (default: ``model.clinical_features > 0``).
         reader: ``pread`` or ``mmap`` (see :class:`NpyRows`).
@@ -138,8 +140,12 @@ class SliceDataset:
         use_clinical: bool | None = None,
         reader: str = "pread",
     ) -> None:
-        t = prepared.slice_table(split).reset_index(drop=True)
+        t = prepared.slice_table(split)
+        if not train:
+            t = t[t["plane"] == 0]
+        t = t.reset_index(drop=True)
         self.split = split
+        self.augment = prepared.cfg.data.augment
         self.train = train
         self.seed = seed
         self.spec = prepared.spec
@@ -151,6 +157,8 @@ class SliceDataset:
         self.has_tumour = t["has_tumour"].to_numpy(bool)
         self.tumour_type = t["tumour_type"].to_numpy(np.int64)
         self.slice_index = t["slice_index"].to_numpy(np.int64)
+        self.plane = t["plane"].to_numpy(np.int64)
+        self.contrasts = t["contrasts"].to_numpy(np.int64)
         self.patient_ids: list[str] = [str(p) for p in t["patient_id"]]
         self.sources: list[str] = [str(s) for s in t["source"]]
         self.has_survival = np.array([p in prepared.outcomes for p in self.patient_ids], dtype=bool)
@@ -169,6 +177,11 @@ class SliceDataset:
             i: NpyRows(prepared.cache_dir(i) / "masks.npy", reader)
             for i in used
             if (prepared.cache_dir(i) / "masks.npy").is_file()
+        }
+        self.alternates = {
+            i: NpyRows(prepared.cache_dir(i) / "alternates.npy", reader)
+            for i in used
+            if train and (prepared.cache_dir(i) / "alternates.npy").is_file()
         }
         self.n_regions = len(prepared.spec.regions)
         self._draws = 0
@@ -207,14 +220,17 @@ class SliceDataset:
             mask = np.array(self.masks[c][r], dtype=np.uint8)
         else:
             mask = np.zeros((self.n_regions, S, S), dtype=np.uint8)
+        has_mask = bool(self.has_mask[i])
         if self.train:
-            image, mask = self._augment(np.random.default_rng([self.seed, i, draw]), image, mask)
+            rng = np.random.default_rng([self.seed, i, draw])
+            image, mask, own = self._augment(rng, i, image, mask)
+            has_mask = has_mask and own
         pid = self.patient_ids[i]
         time, event, clinical = self.outcomes.get(pid, (0.0, False, self._no_clinical))
         return Sample(
             image=image,
             mask=mask,
-            has_mask=bool(self.has_mask[i]),
+            has_mask=has_mask,
             tumour=float(max(self.tumour[i], 0)),
             has_tumour=bool(self.has_tumour[i]),
             tumour_type=int(self.tumour_type[i]),
@@ -228,21 +244,30 @@ class SliceDataset:
         )
 
     def _augment(
-        self, rng: np.random.Generator, image: np.ndarray, mask: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Cheap CPU augmentation: flips, per-channel scale/shift inside the foreground."""
-        for axis in (-1, -2):
-            if rng.random() < 0.5:
-                image, mask = np.flip(image, axis), np.flip(mask, axis)
-        fg = image != 0
-        scale = rng.uniform(0.9, 1.1, size=(image.shape[0], 1, 1)).astype(np.float32)
-        shift = rng.uniform(-0.1, 0.1, size=(image.shape[0], 1, 1)).astype(np.float32)
-        image = np.where(fg, image * scale + shift, 0.0).astype(np.float32)
+        self, rng: np.random.Generator, i: int, image: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``data.augment`` of slice ``i``, then channel drop-out (``zero_fill``); and
+        whether the slice is in its own contrast (its mask holds)."""
+        own = True
+        if self.augment == "full":
+            c, r = int(self.cache[i]), int(self.row[i])
+            alternates = self.alternates[c][r] if c in self.alternates else None
+            image, mask, own = augment.full(
+                rng,
+                image,
+                mask,
+                self.spec,
+                volume=bool(self.slice_index[i] >= 0),
+                alternates=alternates,
+                bits=int(self.contrasts[i]),
+            )
+        else:
+            image, mask = augment.light(rng, image, mask)
         if self.zero_fill and image.shape[0] > 1:
             drop = np.asarray(rng.random(image.shape[0]) < 0.1)
             if not drop.all():
                 image[drop] = 0.0
-        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+        return np.ascontiguousarray(image), np.ascontiguousarray(mask), own
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
@@ -310,7 +335,8 @@ def train_samplers(
         return ShareSampler(pools, [1.0 - data.image_share, data.image_share], seed=s + 3)
 
     balanced = sampler(idx, seed)
-    surv = idx[ds.has_survival[idx]] if "survival" in tasks else idx[:0]
+    axial = ds.plane[idx] == 0  # patient bags hold the slices prediction cuts
+    surv = idx[ds.has_survival[idx] & axial] if "survival" in tasks else idx[:0]
     if not surv.size:
         return balanced, None
     others = [t for t in tasks if t != "survival"]

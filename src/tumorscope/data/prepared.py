@@ -45,6 +45,8 @@ SLICE_COLUMNS = (
     "has_mask",
     "foreground",
     "sha1",
+    "plane",
+    "contrasts",
 )
 
 
@@ -55,7 +57,7 @@ def read_slice_table(folder: Path) -> pd.DataFrame:
         dtype={"patient_id": str, "source": str, "sha1": str},
         keep_default_na=False,
     )
-    for col in ("slice_index", "tumour", "tumour_type"):
+    for col in ("slice_index", "tumour", "tumour_type", "plane", "contrasts"):
         df[col] = df[col].astype(np.int64)
     for col in ("has_tumour", "has_mask"):
         df[col] = df[col].astype(str).str.lower().isin(("true", "1"))

@@ -38,6 +38,11 @@ class PreprocessSpec:
         min_foreground_fraction: Non-tumour slices need this foreground fraction.
         crop_margin: Extra side length around the foreground box, as a fraction.
         cache_dtype: Storage dtype of cached images (``float16`` or ``float32``).
+        train_contrasts: Other contrasts cut with each training volume slice, for a
+            one-channel model to draw from (e.g. ``("t1", "t1ce", "t2")``); empty: none.
+        planes: Planes training volumes are cut along (``axial`` first; ``coronal``,
+            ``sagittal``); prediction always cuts axial slices.
+        plane_slices: Slices kept per volume of each non-axial plane.
         version: Preprocessing code version.
     """
 
@@ -55,6 +60,9 @@ class PreprocessSpec:
     min_foreground_fraction: float = 0.02
     crop_margin: float = 0.05
     cache_dtype: str = "float16"
+    train_contrasts: tuple[str, ...] = ()
+    planes: tuple[str, ...] = ("axial",)
+    plane_slices: int = 0
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -68,6 +76,10 @@ class PreprocessSpec:
                 raise ValueError(
                     f"preprocessing spec: {key}={value!r} is not one of {list(allowed)}"
                 )
+        if not self.planes or self.planes[0] != "axial":
+            raise ValueError(
+                f"preprocessing spec: planes {list(self.planes)} must start with axial"
+            )
         if self.version != SPEC_VERSION:
             raise ValueError(
                 f"preprocessing spec version {self.version} is not this code's {SPEC_VERSION}; re-prepare"
@@ -88,6 +100,9 @@ class PreprocessSpec:
             slices_per_patient=d.slices_per_patient,
             tumour_slice_fraction=d.tumour_slice_fraction,
             min_foreground_fraction=d.min_foreground_fraction,
+            train_contrasts=tuple(c for c in d.train_contrasts if c not in d.channels),
+            planes=("axial", *(p for p in d.planes if p != "axial")),
+            plane_slices=d.plane_slices if len(d.planes) > 1 else 0,
         )
 
     def to_dict(self) -> dict[str, Any]:

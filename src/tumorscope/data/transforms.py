@@ -184,23 +184,30 @@ def select_slices(
 # --------------------------------------------------------------------------- volumes
 
 
-def preprocess_volume(
-    case: LoadedCase, spec: PreprocessSpec, *, source: str, all_slices: bool = False
-) -> VolumeSlices:
-    """Cut a canonical volume into normalised, cropped, resized axial slices.
+@dataclass(frozen=True)
+class VolumeParts:
+    """What every cut of one canonical volume shares (axial slices, other planes, contrasts).
 
-    Args:
-        case: ``image (C, X, Y, Z)`` with channels in ``spec.channels`` order, optional mask.
-        spec: Preprocessing parameters.
-        source: Layout name (``brats``, ``hecktor``, ...); its label convention maps the
-            mask onto regions when ``case.labels`` is None (a case built in memory).
-        all_slices: Keep every slice with enough foreground instead of the balanced choice.
+    Attributes:
+        fg: ``(X, Y, Z)`` bool brain/body mask.
+        use: Mask the intensity statistics come from (``fg``, or every voxel when empty).
+        stats: Per-channel :func:`~tumorscope.data.intensity.intensity_stats` inside ``use``.
+        regions: ``(R, X, Y, Z)`` bool region masks, or None without a mask.
+        t_mask: ``(X, Y, Z)`` bool tumour region, or None without a mask.
+    """
 
-    Returns:
-        :class:`VolumeSlices` with ``images (N, C, S, S)``; N may be 0 for an empty volume.
+    fg: np.ndarray
+    use: np.ndarray
+    stats: list[tuple[float, float, float, float] | None]
+    regions: np.ndarray | None
+    t_mask: np.ndarray | None
+
+
+def volume_parts(case: LoadedCase, spec: PreprocessSpec, *, source: str) -> VolumeParts:
+    """Foreground, intensity statistics and region masks of a canonical volume.
 
     Raises:
-        DataError: If the image is not 4D or has the wrong channel count.
+        DataError: If the image is not 4D, has the wrong channel count or unknown labels.
     """
     img = case.image
     if img.ndim != 4 or img.shape[0] != len(spec.channels):
@@ -208,12 +215,8 @@ def preprocess_volume(
             case.meta.path, f"image shape {img.shape} is not (C={len(spec.channels)}, X, Y, Z)"
         )
     present = case.channel_present or (True,) * img.shape[0]
-    X, Y, Z = (int(s) for s in img.shape[1:])
     fg = foreground_mask(img, present, spec.foreground_threshold)
-    fg_fraction = fg.reshape(X * Y, Z).mean(axis=0).astype(np.float32)
-
     regions: np.ndarray | None = None
-    tumour: np.ndarray | None = None
     t_mask: np.ndarray | None = None
     if case.mask is not None:
         labels = case.labels if case.labels is not None else source
@@ -225,15 +228,46 @@ def preprocess_volume(
                 t_mask = region_masks(case.mask, labels, (spec.tumour_region,))[0].astype(bool)
         except ValueError as e:
             raise DataError(case.meta.path, str(e)) from None
-        tumour = np.asarray(t_mask.any(axis=(0, 1)))
+    # Statistics over the whole foreground, applied to the kept slices only (fast).
+    use = fg if fg.any() else np.ones_like(fg)
+    stats = intensity_stats(img, use, present, spec.clip_percentiles)
+    return VolumeParts(fg=fg, use=use, stats=stats, regions=regions, t_mask=t_mask)
 
+
+def preprocess_volume(
+    case: LoadedCase,
+    spec: PreprocessSpec,
+    *,
+    source: str,
+    all_slices: bool = False,
+    parts: VolumeParts | None = None,
+) -> VolumeSlices:
+    """Cut a canonical volume into normalised, cropped, resized axial slices.
+
+    Args:
+        case: ``image (C, X, Y, Z)`` with channels in ``spec.channels`` order, optional mask.
+        spec: Preprocessing parameters.
+        source: Layout name (``brats``, ``hecktor``, ...); its label convention maps the
+            mask onto regions when ``case.labels`` is None (a case built in memory).
+        all_slices: Keep every slice with enough foreground instead of the balanced choice.
+        parts: The case's :func:`volume_parts` when already computed.
+
+    Returns:
+        :class:`VolumeSlices` with ``images (N, C, S, S)``; N may be 0 for an empty volume.
+
+    Raises:
+        DataError: If the image is not 4D or has the wrong channel count.
+    """
+    parts = parts or volume_parts(case, spec, source=source)
+    img, fg, regions, t_mask = case.image, parts.fg, parts.regions, parts.t_mask
+    X, Y, Z = (int(s) for s in img.shape[1:])
+    fg_fraction = fg.reshape(X * Y, Z).mean(axis=0).astype(np.float32)
+    tumour = None if t_mask is None else np.asarray(t_mask.any(axis=(0, 1)))
     z = select_slices(fg_fraction, tumour, spec, all_slices=all_slices)
     r0, c0, side = square_box(np.asarray(fg.any(axis=2)), spec.crop_margin)
     restore = VolumeRestore(shape=(X, Y, Z), box=(r0, c0, side), image_size=spec.image_size)
     S = spec.image_size
-    # Statistics over the whole foreground, applied to the kept slices only (fast).
-    use = fg if fg.any() else np.ones_like(fg)
-    stats = intensity_stats(img, use, present, spec.clip_percentiles)
+    use, stats = parts.use, parts.stats
     images = np.zeros((z.size, img.shape[0], S, S), dtype=np.float32)
     masks = None if regions is None else np.zeros((z.size, len(spec.regions), S, S), dtype=np.uint8)
     # The slice label comes from the same resized, thresholded mask the model trains on: a
