@@ -121,15 +121,17 @@ def _head(size: int = 96, *, skull: bool, noise: float = 0.0, seed: int = 0) -> 
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_foreground_rule_2d_whole_head_brain_and_noise(seed: int) -> None:
+def test_foreground_rule_2d_brain_noise_and_labels(seed: int) -> None:
     r = np.hypot(*(np.indices((96, 96)) - 48))
     off = foreground_mask(_head(skull=False, seed=seed), (True,), 0.05)
     assert (off == (r < 30)).mean() > 0.999
-    on = foreground_mask(_head(skull=True, seed=seed), (True,), 0.05)
-    assert (on == (r < 37)).mean() > 0.995  # the whole head, whether brain or scalp is larger
-    noisy = _head(skull=True, noise=3.0, seed=seed)
+    noisy = _head(skull=False, noise=3.0, seed=seed)
     noisy[0, 2:6, 2:6] = 120.0  # a bright label in the corner
     fg = foreground_mask(noisy, (True,), 0.05)
-    assert (fg == (r < 37)).mean() > 0.98
+    assert (fg == (r < 30)).mean() > 0.98
     assert not fg[2:6, 2:6].any()
     assert ndimage.label(fg)[1] == 1
+    # With a skull the rule keeps the larger of brain and scalp ring (here the brain): a
+    # whole-head rule cost the demo 0.025 Dice and 0.05 image AUC (README), so it stays.
+    on = foreground_mask(_head(skull=True, seed=seed), (True,), 0.05)
+    assert (on == (r < 30)).mean() > 0.995

@@ -111,7 +111,7 @@ class _Group:
         return out
 
 
-CONTENT_VERSION = 3  # bumped when preprocessing writes otherwise (3: planes, contrasts, 2D rule)
+CONTENT_VERSION = 3  # bumped when preprocessing writes otherwise (3: planes and contrasts)
 
 
 def _fingerprint(paths: Sequence[Path]) -> str:

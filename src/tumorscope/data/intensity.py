@@ -16,8 +16,7 @@ from scipy import ndimage
 def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float) -> np.ndarray:
     """Brain/body mask: voxels above a low per-channel threshold, united over channels,
     reduced to the largest connected component (drops noise specks, text markers, the CT
-    table), holes filled per slice. 2D inputs follow :func:`_largest_filled` (gaps closed
-    and holes filled *before* the largest component is chosen).
+    table), holes filled per slice.
 
     Args:
         image: ``(C, *spatial)`` intensities; the last two spatial axes are the slice plane
@@ -38,8 +37,6 @@ def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float
         lo, hi = float(sample.min()), float(np.percentile(sample, 99))
         if hi > lo:
             fg |= x > lo + threshold * (hi - lo)
-    if fg.ndim == 2:
-        return _largest_filled(fg)
     labels, n = ndimage.label(fg)
     if n > 1:
         # Counted a slab at a time: bincount casts to int64, a full-volume copy at once.
@@ -48,6 +45,8 @@ def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float
             sizes += np.bincount(labels[a : a + 16].reshape(-1), minlength=n + 1)
         fg = labels == int(np.argmax(sizes[1:])) + 1
         del labels
+    if fg.ndim == 2:
+        return np.asarray(ndimage.binary_fill_holes(fg), dtype=bool)
     box = ndimage.find_objects(fg.astype(np.uint8))
     if not box or box[0] is None:
         return fg
@@ -57,26 +56,6 @@ def foreground_mask(image: np.ndarray, present: Sequence[bool], threshold: float
         if sub[:, :, z].any():
             sub[:, :, z] = ndimage.binary_fill_holes(sub[:, :, z])
     return fg
-
-
-# Closing radius of the 2D rule, as a fraction of the image's longer side.
-CLOSING_FRACTION = 0.01
-
-
-def _largest_filled(fg: np.ndarray) -> np.ndarray:
-    """The 2D foreground rule: close gaps of up to 2 % of the image, fill holes, keep the
-    largest component. Filling before choosing makes a head with skull one region (the
-    scalp ring and everything inside it), whichever of brain or scalp is larger."""
-    r = max(1, round(CLOSING_FRACTION * max(fg.shape)))
-    disk = np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r
-    # Padded so that closing does not glue the region to the image border.
-    closed = ndimage.binary_closing(np.pad(fg, r), structure=disk)[r:-r, r:-r] | fg
-    filled = ndimage.binary_fill_holes(closed)
-    labels, n = ndimage.label(filled)
-    if n > 1:
-        sizes = np.bincount(labels.reshape(-1), minlength=n + 1)
-        filled = labels == int(np.argmax(sizes[1:])) + 1
-    return np.asarray(filled, dtype=bool)
 
 
 # Percentiles, mean and std of larger foregrounds come from a regular subsample of at most
