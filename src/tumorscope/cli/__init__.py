@@ -234,6 +234,57 @@ def predict(
         say(line)
 
 
+@app.command()
+@friendly_errors
+def serve(
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Run folder to serve (or TUMORSCOPE_RUN).")
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="An `evaluate --out` folder whose metrics the card shows."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=0, max=65535, help="TCP port (default 8000).")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes (each loads the model).")
+    ] = 1,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="No API key (loopback addresses only).")
+    ] = False,
+) -> None:
+    """Serve a run over HTTP (FastAPI + uvicorn); other settings from TUMORSCOPE_* / .env."""
+    # deferred: the command's own modules (torch, fastapi) load only when it runs
+    from pydantic import ValidationError
+
+    from tumorscope.serving.modelcard import ReportError
+    from tumorscope.serving.server import ServeError
+    from tumorscope.serving.server import serve as serve_app
+    from tumorscope.serving.settings import ServiceSettings
+
+    given = {"run": run, "report": report, "host": host, "port": port}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if no_auth:
+        overrides["no_auth"] = True
+    try:
+        settings = ServiceSettings(**overrides)  # type: ignore[arg-type]
+        serve_app(settings, workers=workers, announce=say)
+    except ValidationError as e:
+        faults = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+        print_error(f"settings: {faults}")
+        raise typer.Exit(2) from None
+    except (ServeError, ReportError) as e:
+        print_error(str(e))
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     """Console-script entry point: option errors too are one ``error:`` line, exit 2."""
     try:
