@@ -28,10 +28,11 @@ SCRIPTS = [
     "training.py",
     "inference.py",
     "uncertainty.py",
+    "service.py",
     "peers.py",
 ]
 # Long runs: their own target (``make bench-long``), not in ``make bench``.
-LONG = ["faults.py"]
+LONG = ["faults.py", "service_soak.py"]
 # Wall-time budget of each script in ``make bench`` on this machine, and of the whole.
 BUDGET_S = {"peers.py": 3600.0}
 SCRIPT_BUDGET_S = 600.0

@@ -13,8 +13,13 @@ def test_demo_table_comes_from_the_report(
 ) -> None:
     figures = evaluate_held_out(run=tiny_run, data=[synth_brain], out=tmp_path / "r", n_boot=10)
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    assert list(figures["table"]) == list(DEMO_TABLE)
+    sources = sorted(metrics["calibration"]["by_source"])
+    per_source = [f"ECE after temperature, {s}" for s in sources]
+    assert sources and list(figures["table"]) == [*DEMO_TABLE, *per_source]
     for label, key in DEMO_TABLE.items():
         section, name = key.split(".")
         assert figures["table"][label] == metrics[section][name]
+    for label, src in zip(per_source, sources, strict=True):
+        by = metrics["calibration"]["by_source"][src]
+        assert figures["table"][label] == by["ece_after_temperature"]
     assert figures["split"] == "test" and figures["report"] == str(tmp_path / "r")

@@ -122,6 +122,10 @@ def evaluate_held_out(
         overwrite=overwrite,
     )  # fmt: skip
     table = {label: report.figure(key) for label, key in DEMO_TABLE.items()}
+    for src in report.metrics["calibration"].get("by_source", {}):  # ECE of each source
+        table[f"ECE after temperature, {src}"] = report.figure(
+            f"calibration.by_source.{src}.ece_after_temperature"
+        )
     return {
         "split": split,
         "table": table,

@@ -154,14 +154,15 @@ def test_figures_match_independent_libraries(report: EvaluationReport) -> None:
 
 
 def _ece_reference(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    return float(
-        sum(
-            (bins == b).mean() * abs(y[bins == b].mean() - p[bins == b].mean())
-            for b in range(n_bins)
-            if (bins == b).any()
-        )
-    )
+    """Equal-mass ECE from scikit-learn's reliability curve (its quantile bins), each
+    non-empty bin weighted by its count."""
+    from sklearn.calibration import calibration_curve
+
+    true, pred = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+    edges = np.percentile(p, np.linspace(0, 100, n_bins + 1))
+    counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=n_bins)
+    counts = counts[counts > 0]
+    return float(np.sum(counts / counts.sum() * np.abs(true - pred)))
 
 
 def test_ece_before_and_after_temperature(report: EvaluationReport) -> None:
@@ -175,6 +176,22 @@ def test_ece_before_and_after_temperature(report: EvaluationReport) -> None:
     assert cal["ece_after_temperature"]["value"] == pytest.approx(
         _ece_reference(1 / (1 + np.exp(-logit / t)), y)
     )
+    assert cal["binning"] == {"strategy": "equal-mass", "bins": 10}
+    from sklearn.metrics import brier_score_loss
+
+    assert cal["brier_after_temperature"]["value"] == pytest.approx(
+        brier_score_loss(y, 1 / (1 + np.exp(-logit / t)))
+    )
+    sources = np.array([u["source"] for u in units])
+    assert set(cal["by_source"]) == set(sources)
+    for src, figures in cal["by_source"].items():
+        m = sources == src
+        assert figures["ece_after_temperature"]["value"] == pytest.approx(
+            _ece_reference(1 / (1 + np.exp(-logit[m] / t)), y[m])
+        )
+        assert figures["brier"]["value"] == pytest.approx(
+            brier_score_loss(y[m], 1 / (1 + np.exp(-logit[m])))
+        )
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecation inside HD

@@ -123,3 +123,25 @@ def test_segmentation_ece_only_counts_the_band() -> None:
     assert np.isnan(cal.segmentation_ece(prob, np.zeros_like(mask), 4.0))  # no boundary
     with pytest.raises(ValueError, match="does not match"):
         cal.segmentation_ece(prob[:5], mask, 4.0)
+
+
+def test_equal_mass_bins_and_brier_against_scikit_learn() -> None:
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+
+    rng = np.random.default_rng(4)
+    p = rng.beta(0.5, 0.5, size=500)  # crowded near 0 and 1: equal width would starve the middle
+    y = (rng.random(500) < p).astype(int)
+    curve = cal.reliability_curve(p, y, n_bins=8, strategy="quantile")
+    true, pred = calibration_curve(y, p, n_bins=8, strategy="quantile")
+    ok = curve["count"] > 0
+    np.testing.assert_allclose(curve["accuracy"][ok], true)
+    np.testing.assert_allclose(curve["confidence"][ok], pred)
+    assert curve["count"].min() >= 60 and curve["count"].max() <= 65  # about N / 8 each
+    assert cal.brier(p, y) == pytest.approx(brier_score_loss(y, p))
+    assert cal.ece(p, y, 8, "quantile") < 0.06  # calibrated by construction
+    over = np.where(p > 0.5, 1 - (1 - p) / 4, p / 4)  # overconfident: pushed to 0 and 1
+    assert cal.ece(over, y, 8, "quantile") > 0.1
+    assert cal.brier(over, y) > cal.brier(p, y)
+    with pytest.raises(ValueError, match="strategy"):
+        cal.ece(p, y, strategy="kmeans")

@@ -51,7 +51,7 @@ class Server:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-def start_server(run: Path, log: Path, **settings: str) -> Server:
+def start_server(run: Path, log: Path, *args: str, **settings: str) -> Server:
     """``python -m tumorscope serve`` with ``TUMORSCOPE_*`` settings; waits for readiness."""
     port = free_port()
     env = {
@@ -61,7 +61,17 @@ def start_server(run: Path, log: Path, **settings: str) -> Server:
         "TUMORSCOPE_TORCH_THREADS": "1",
         **{f"TUMORSCOPE_{k.upper()}": v for k, v in settings.items()},
     }
-    cmd = [sys.executable, "-m", "tumorscope.cli", "serve", "--run", str(run), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tumorscope.cli",
+        "serve",
+        "--run",
+        str(run),
+        "--port",
+        str(port),
+        *args,
+    ]
     out = log.open("w", encoding="utf-8")
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     server = Server(proc, f"http://127.0.0.1:{port}", log)

@@ -85,7 +85,7 @@ def test_request_limits(client: TestClient, png: bytes) -> None:
     files = [("files", (f"{i}.png", png)) for i in range(4)]
     r = client.post("/predict/batch", headers=H, files=files)
     assert r.status_code == 413 and r.json()["code"] == "too_many_items"
-    r = client.post("/predict?uncertainty=tta", headers=H, files={"file": ("a", png)})
+    r = client.post("/predict?uncertainty=bogus", headers=H, files={"file": ("a", png)})
     assert r.status_code == 422 and r.json()["message"].startswith("query.uncertainty")
     r = client.post("/predict", headers={**H, "Content-Length": "-3"}, content=b"")
     assert r.status_code == 400 and r.json()["code"] == "bad_request"

@@ -213,6 +213,25 @@ def test_uncertainty_and_gradcam_on_request(
     assert cam.shape == (*Image.open(png).size[::-1], 3)
 
 
+def test_test_time_augmentation_on_request(server: Server, predictor: Predictor, png: Path) -> None:
+    with server.client() as c:
+        r = c.post(
+            "/predict?uncertainty=tta&samples=4", files={"file": ("a.png", png.read_bytes())}
+        )
+        too_many = c.post(
+            "/predict?uncertainty=tta&samples=9", files={"file": ("a.png", png.read_bytes())}
+        )
+    assert r.status_code == 200, r.text
+    u = r.json()["uncertainty"]
+    full = predictor.predict_full(png, mc_samples=0, tta_views=4, gradcam=False)
+    assert u["views"] == ["identity", "flip_lr", "flip_ud", "flip_both"] and u["samples"] == 4
+    assert u["score"] == pytest.approx(full.uncertainty_score, rel=1e-6, abs=1e-12)
+    assert u["tumour_entropy"] == pytest.approx(
+        u["tumour_aleatoric"] + u["tumour_mutual_information"]
+    )
+    assert too_many.status_code == 422 and "1 to 8 views" in too_many.json()["message"]
+
+
 def test_predict_multitask_keeps_the_prototype_fields(server: Server, png: Path) -> None:
     with server.client() as c:
         j = c.post("/predict_multitask?gate=0", files={"file": ("a.png", png.read_bytes())}).json()
@@ -386,3 +405,16 @@ def test_sigterm_drains_in_flight_requests(tiny_run: Path, png: Path, tmp_path: 
     log = s.log_text()
     assert "draining" in log
     assert log.index("draining") < log.rindex("/predict 200")
+
+
+def test_two_worker_processes_answer_and_stop(tiny_run: Path, png: Path, tmp_path: Path) -> None:
+    s = start_server(tiny_run, tmp_path / "log", "--workers", "2")
+    try:
+        with s.client() as c:
+            ok = [c.post("/predict", files={"file": ("a.png", png.read_bytes())}) for _ in range(4)]
+            assert [r.status_code for r in ok] == [200] * 4
+            probs = {r.json()["classification"]["tumour_probability"] for r in ok}
+            assert len(probs) == 1  # every worker loaded the same model
+    finally:
+        assert s.stop() == 0
+    assert s.log_text().count("Waiting for child process") == 2

@@ -202,6 +202,16 @@ def predict(
             "--mc-samples", min=0, help="MC-dropout samples for uncertainty maps (0 = off)."
         ),
     ] = 0,
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            min=0,
+            max=8,
+            help="Test-time-augmentation views (flips, small rotations and scales; 0 = off); "
+            "merged with --mc-samples.",
+        ),
+    ] = 0,
     gradcam: Annotated[
         bool, typer.Option("--gradcam", help="Write a Grad-CAM map per input.")
     ] = False,
@@ -227,7 +237,7 @@ def predict(
 
     lines = predict_inputs(
         run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold,
-        mc_samples=mc_samples, gradcam=gradcam, figure=figure, truth=truth,
+        mc_samples=mc_samples, gradcam=gradcam, figure=figure, tta_views=tta, truth=truth,
         overwrite=overwrite, allow_inside_input=allow_inside_input,
     )  # fmt: skip
     for line in lines:

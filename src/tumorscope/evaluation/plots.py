@@ -95,14 +95,19 @@ def plot_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> 
 
 
 def plot_reliability(
-    sets: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 10
+    sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    n_bins: int = 10,
+    strategy: str = "quantile",
 ) -> Path:
     """Reliability diagram: observed tumour frequency against mean predicted probability.
 
     Args:
-        sets: Name → ``(probability (N,), label (N,))``, e.g. before and after temperature.
+        sets: Name → ``(probability (N,), label (N,))``, e.g. before and after temperature,
+            and after it per source.
         path: Output PNG.
-        n_bins: Equal-width bins on [0, 1].
+        n_bins: Bins (``tumorscope.metrics.calibration``).
+        strategy: ``quantile`` (equal mass, as the ECE of ``metrics.json``) or ``uniform``.
     """
     usable = {k: v for k, v in sets.items() if np.asarray(v[1]).size > 0}
     if not usable:
@@ -111,16 +116,17 @@ def plot_reliability(
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     for name, (prob, label) in usable.items():
-        c = reliability_curve(prob, label, n_bins)
+        c = reliability_curve(prob, label, n_bins, strategy)
         ok = c["count"] > 0
         ax.plot(
             c["confidence"][ok],
             c["accuracy"][ok],
             marker="o",
-            label=f"{name} (ECE {ece(prob, label, n_bins):.3f})",
+            label=f"{name} (ECE {ece(prob, label, n_bins, strategy):.3f})",
         )
     ax.set(xlabel="mean predicted probability", ylabel="observed frequency of tumour")
-    ax.set(title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    binning = "equal-mass" if strategy == "quantile" else "equal-width"
+    ax.set(title=f"Reliability diagram ({n_bins} {binning} bins)", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 

@@ -133,6 +133,8 @@ def _plots(
         "before temperature": (apply_temperature(u.logit, 1.0), u.label),
         f"after temperature (T={held.temperature:.2f})": (u.prob, u.label),
     }
+    if len(curves) > 1:  # after temperature, per source
+        reliability.update({f"{src}, after": c for src, c in curves.items() if src != "all"})
     groups = risk_groups(s["risk"], calibration)
     draw = {
         "roc": lambda path: plots.plot_roc(curves, path),

@@ -74,7 +74,15 @@ METRICS_SCHEMA: dict[str, Any] = {
             by_source=_map_of(["roc_auc"]),
         ),
         "survival": _section(["c_index", "c_index_uno", "td_auc", "ibs", "c_index_oracle"]),
-        "calibration": _section(["ece", "ece_after_temperature"]),
+        "calibration": _section(
+            ["ece", "ece_after_temperature", "brier", "brier_after_temperature"],
+            by_source=_map_of(["ece", "ece_after_temperature", "brier"]),
+            binning={
+                "type": "object",
+                "required": ["strategy", "bins"],
+                "properties": {"strategy": {"type": "string"}, "bins": {"type": "integer"}},
+            },
+        ),
         "meta": {"type": "object"},
     },
 }

@@ -18,7 +18,7 @@ from tumorscope.evaluation.collect import HeldOut, Units, classification_units, 
 from tumorscope.evaluation.schema import boot_figure, figure, undefined
 from tumorscope.evaluation.strata import CELL, STRATA
 from tumorscope.metrics import survival as sm
-from tumorscope.metrics.calibration import apply_temperature, ece
+from tumorscope.metrics.calibration import apply_temperature, brier, ece
 from tumorscope.metrics.classification import pr_auc, roc_auc, sensitivity, specificity
 from tumorscope.runs.manifest import Calibration
 
@@ -160,17 +160,43 @@ def classification_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, A
     return out
 
 
-def calibration_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any]:
-    """ECE of ``σ(logit)`` (before temperature) and ``σ(logit/T)`` (the run's temperature)."""
-    u = classification_units(held)
+#: ECE binning of every calibration figure: equal-mass bins, this many.
+ECE_BINS = 10
+ECE_STRATEGY = "quantile"
+
+
+def _ece(prob: np.ndarray, label: np.ndarray) -> float:
+    return ece(prob, label, ECE_BINS, ECE_STRATEGY)
+
+
+def _calibration_figures(
+    logit: np.ndarray, label: np.ndarray, patient: np.ndarray, t: float, n_boot: int, seed: int
+) -> dict[str, Any]:
     reason = "no classification sample in the evaluated data"
-    kw: dict[str, Any] = {"groups": u.patient, "n_boot": n_boot, "seed": seed, "reason": reason}
+    kw: dict[str, Any] = {"groups": patient, "n_boot": n_boot, "seed": seed, "reason": reason}
+    raw, scaled = apply_temperature(logit, 1.0), apply_temperature(logit, t)
     return {
-        "ece": boot_figure([apply_temperature(u.logit, 1.0), u.label], ece, **kw),
-        "ece_after_temperature": boot_figure(
-            [apply_temperature(u.logit, held.temperature), u.label], ece, **kw
-        ),
+        "ece": boot_figure([raw, label], _ece, **kw),
+        "ece_after_temperature": boot_figure([scaled, label], _ece, **kw),
+        "brier": boot_figure([raw, label], brier, **kw),
+        "brier_after_temperature": boot_figure([scaled, label], brier, **kw),
     }
+
+
+def calibration_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any]:
+    """ECE (:data:`ECE_BINS` equal-mass bins) and Brier score of ``σ(logit)`` (before
+    temperature) and ``σ(logit/T)`` (the run's temperature), over all units and per
+    source (``brats``, ``kaggle``... as ``classification.by_source`` names them)."""
+    u = classification_units(held)
+    t = held.temperature
+    out = _calibration_figures(u.logit, u.label, u.patient, t, n_boot, seed)
+    out["by_source"] = {
+        str(src): _calibration_figures(u.logit[m], u.label[m], u.patient[m], t, n_boot, seed)
+        for src in sorted(set(u.source.tolist()))
+        for m in [u.source == src]
+    }
+    out["binning"] = {"strategy": "equal-mass", "bins": ECE_BINS}
+    return out
 
 
 SURVIVAL_KEYS = ("c_index", "c_index_uno", "td_auc", "ibs", "c_index_oracle", "logrank_p")

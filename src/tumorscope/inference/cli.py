@@ -50,12 +50,18 @@ def input_name(path: Path) -> str:
 
 
 def output_names(
-    path: Path, name: str, *, mc_samples: int = 0, gradcam: bool = False, figure: bool = False
+    path: Path,
+    name: str,
+    *,
+    mc_samples: int = 0,
+    gradcam: bool = False,
+    figure: bool = False,
+    tta_views: int = 0,
 ) -> list[str]:
     """The files ``tumorscope predict`` writes for one input, in ``out``."""
     two_d = is_2d_input(path)
     names = [f"{name}.json", f"{name}_overlay.png" if two_d else f"{name}_mask.nii.gz"]
-    if mc_samples > 0:
+    if mc_samples > 0 or tta_views > 0:
         names.append(f"{name}_uncertainty.png" if two_d else f"{name}_uncertainty.nii.gz")
     names += [f"{name}_gradcam.png"] if gradcam else []
     names += [f"{name}_figure.png"] if figure else []
@@ -147,6 +153,7 @@ def predict_inputs(
     mc_samples: int = 0,
     gradcam: bool = False,
     figure: bool = False,
+    tta_views: int = 0,
     truth: Sequence[Path] | None = None,
     overwrite: bool = False,
     allow_inside_input: bool = False,
@@ -165,6 +172,8 @@ def predict_inputs(
             and writes ``<name>_uncertainty.nii.gz`` (volumes) or ``.png`` (2D).
         gradcam: Write ``<name>_gradcam.png``.
         figure: Write the six-panel ``<name>_figure.png``.
+        tta_views: Test-time-augmentation views (1–8; merged with ``mc_samples``); > 0
+            writes the uncertainty outputs like ``mc_samples``.
         truth: Ground-truth masks, one per input in the same order (for the figure).
         overwrite: Replace outputs an earlier prediction wrote in ``out`` (never other files).
         allow_inside_input: Allow ``out`` to be an input's folder (its files are still
@@ -199,8 +208,9 @@ def predict_inputs(
     folder = OutputFolder(out, overwrite=overwrite)
     for p in paths:
         names = output_names(
-            p, input_name(p), mc_samples=mc_samples, gradcam=gradcam, figure=figure
-        )
+            p, input_name(p), mc_samples=mc_samples, gradcam=gradcam, figure=figure,
+            tta_views=tta_views,
+        )  # fmt: skip
         folder.check_all(names)
     predictor = Predictor.from_run(run)
     failed: list[DataError] = []
@@ -219,7 +229,7 @@ def predict_inputs(
             failed.append(e)
             yield f"{name}: error: {e}"
             continue
-        if mc_samples > 0 or gradcam or figure:
+        if mc_samples > 0 or tta_views > 0 or gradcam or figure:
             # deferred: captum and matplotlib, needed only for these outputs
             from tumorscope.inference.cli_extras import write_uncertainty_outputs
 
@@ -227,7 +237,7 @@ def predict_inputs(
                 files.update(
                     write_uncertainty_outputs(
                         predictor, p, out, name, mc_samples=mc_samples, gradcam=gradcam,
-                        figure=figure, truth=truth[paths.index(p)] if truth else None,
+                        figure=figure, tta_views=tta_views, truth=truth[paths.index(p)] if truth else None,
                         gate_threshold=gate_threshold, overwrite=overwrite,
                         slice_gate=slice_gate, min_component_ml=min_component_ml,
                     )

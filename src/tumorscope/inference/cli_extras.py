@@ -43,6 +43,7 @@ def write_uncertainty_outputs(
     mc_samples: int,
     gradcam: bool,
     figure: bool,
+    tta_views: int = 0,
     truth: TruthInput | None = None,
     review_cutoff: float = DEFAULT_REVIEW_CUTOFF,
     gate_threshold: float | None = None,
@@ -61,6 +62,7 @@ def write_uncertainty_outputs(
         mc_samples: MC-dropout samples (0: no uncertainty files).
         gradcam: Write ``<name>_gradcam.png``.
         figure: Write the six-panel ``<name>_figure.png``.
+        tta_views: Test-time-augmentation views (0: none), merged with ``mc_samples``.
         truth: Ground-truth mask: a NIfTI file on the input's grid (volumes), a PNG/JPEG or
             NIfTI or ``(H, W)`` array of the image's size (2D); non-zero = tumour.
         review_cutoff: Score (nats) above which the case needs review.
@@ -81,6 +83,7 @@ def write_uncertainty_outputs(
     out = OutputFolder(out_dir, overwrite=overwrite)
     full = predict_full(
         predictor, input_path, mc_samples=mc_samples, gradcam=gradcam or figure,
+        tta_views=tta_views,
         review_cutoff=review_cutoff, gate_threshold=gate_threshold, seed=seed,
         slice_gate=slice_gate, min_component_ml=min_component_ml,
     )  # fmt: skip

@@ -22,8 +22,10 @@ from tumorscope.inference.uncertainty import (
     DEFAULT_SAMPLES,
     SCORE_DEFINITION,
     MCResult,
+    binary_entropy_np,
     binary_mutual_information,
     mc_dropout,
+    tta,
 )
 from tumorscope.models.multitask import MultiTaskNet
 
@@ -66,7 +68,7 @@ class FullResult:
         base: The predictor's deterministic result (``SliceResult`` or ``VolumeResult``).
         images: ``(N, C, S, S)`` the preprocessed model inputs (N = 1 for a 2D image).
         slice_index: ``(N,)`` canonical axial index of each slice (volumes), else None.
-        mc: MC-dropout estimates, or None when ``mc_samples == 0``.
+        mc: MC-dropout / test-time-augmentation estimates, or None when neither was asked.
         review_cutoff: Score (nats) above which the case needs review.
         gradcam_tumour: ``(N, S, S)`` Grad-CAM of the tumour logit in ``[0, 1]``, or None.
         gradcam_survival: ``(N, S, S)`` Grad-CAM of the patient log-hazard (zero on slices
@@ -111,8 +113,20 @@ class FullResult:
         if mc is None:
             return None
         case = mc.case_tumour_samples()
+        if mc.views == ("identity",):
+            method = "MC dropout: trunk once per image, dropout tail once per sample"
+        else:
+            method = (
+                f"test-time augmentation over {len(mc.views)} views, batched through one trunk "
+                "pass, each output mapped back to the input's grid"
+                + (f", x {mc.dropout_samples} MC-dropout samples" if mc.dropout_samples else "")
+            )
+        entropy = None if case is None else float(binary_entropy_np(case.mean()))
+        epistemic = None if case is None else float(binary_mutual_information(case))
         out: dict[str, Any] = {
-            "method": "MC dropout: trunk once per image, dropout tail once per sample",
+            "method": method,
+            "views": list(mc.views),
+            "dropout_samples": mc.dropout_samples,
             "samples": mc.samples,
             "seed": self.seed,
             "score": self.uncertainty_score,
@@ -123,9 +137,12 @@ class FullResult:
             "needs_review": self.needs_review,
             "tumour_probability_mean": None if case is None else float(case.mean()),
             "tumour_probability_std": None if case is None else float(case.std()),
-            "tumour_mutual_information": (
-                None if case is None else float(binary_mutual_information(case))
+            "tumour_mutual_information": epistemic,
+            "tumour_entropy": entropy,
+            "tumour_aleatoric": (
+                None if entropy is None or epistemic is None else entropy - epistemic
             ),
+            "segmentation_aleatoric": mc.segmentation_aleatoric(),
             "maps": list(MAP_NAMES),
         }
         if self.slice_index is not None:
@@ -197,6 +214,7 @@ def predict_full(
     *,
     mc_samples: int = DEFAULT_SAMPLES,
     gradcam: bool = True,
+    tta_views: int = 0,
     review_cutoff: float = DEFAULT_REVIEW_CUTOFF,
     seed: int = 0,
     cam_method: str = "hirescam",
@@ -211,7 +229,9 @@ def predict_full(
     Args:
         predictor: A ``tumorscope.inference.predictor.Predictor`` (typed by its protocol).
         image_or_case: Anything ``Predictor.predict`` (2D) or ``predict_volume`` takes.
-        mc_samples: Dropout samples (0 = no uncertainty).
+        mc_samples: Dropout samples (0 = no uncertainty); with ``tta_views``, per view.
+        tta_views: Test-time-augmentation views (0 = none; 1–8, see
+            :mod:`tumorscope.inference.views`), merged with MC dropout when both are set.
         gradcam: Compute Grad-CAM of the tumour logit and the patient log-hazard.
         review_cutoff: Score (nats) above which the case needs review.
         seed: Seed of the dropout masks.
@@ -227,6 +247,8 @@ def predict_full(
     """
     if mc_samples < 0:
         raise ValueError(f"mc_samples: must be >= 0, got {mc_samples}")
+    if tta_views < 0:
+        raise ValueError(f"tta_views: must be >= 0, got {tta_views}")
     if cam_method not in CAM_METHODS:
         raise ValueError(f"cam_method: {cam_method!r} is not one of {list(CAM_METHODS)}")
     method = cast(CamMethod, cam_method)
@@ -265,7 +287,12 @@ def predict_full(
         chosen = [] if risk is None else risk.slices_used
         used = np.nonzero(np.isin(slice_index, chosen))[0]
     mc = None
-    if mc_samples and images.shape[0]:
+    if tta_views and images.shape[0]:
+        mc = tta(
+            model, images, views=tta_views, mc_samples=mc_samples, seed=seed,
+            temperature=predictor.temperature,
+        )  # fmt: skip
+    elif mc_samples and images.shape[0]:
         mc = mc_dropout(
             model, images, samples=mc_samples, seed=seed, temperature=predictor.temperature
         )

@@ -1,14 +1,21 @@
-"""MC-dropout uncertainty (Gal & Ghahramani, ICML 2016) with a cached trunk.
+"""MC-dropout (Gal & Ghahramani, ICML 2016) and test-time-augmentation uncertainty, with a
+cached trunk, as one predictive distribution.
 
 The network's forward is split (``MultiTaskNet.trunk`` / ``tail``): the encoder and the
 whole decoder run **once** per image; only the tail — the channel-dropout layer and the 1×1
 segmentation head, and dropout with the classification/survival heads — runs once per sample. Dropout layers alone are put in
 train mode, everything else stays in eval mode.
 
-Maps per pixel and region (natural logarithms, unit ``nats``):
+Test-time augmentation (:func:`tta`; Wang et al., Neurocomputing 2019) adds views of each
+slice (:mod:`tumorscope.inference.views`): all views of a batch go through the trunk in one
+pass, each view's output is mapped back to the slice's grid, and the predictive
+distribution is over every (view, dropout sample) pair — ``views × samples`` members.
+
+Maps per pixel and region (natural logarithms, unit ``nats``), over those members:
 ``entropy = H(mean_t p_t)`` (total predictive uncertainty) and
 ``mutual_information = H(mean_t p_t) − mean_t H(p_t)`` (the epistemic part, BALD), with
-``H`` the binary entropy of a sigmoid output.
+``H`` the binary entropy of a sigmoid output; their difference ``mean_t H(p_t)`` is the
+aleatoric part (:attr:`MCResult.aleatoric`), so ``entropy = aleatoric + mutual_information``.
 
 Uncertainty score (:data:`SCORE_DEFINITION`): per slice, the mean segmentation mutual
 information over the pixels of the *region of interest* — the union over samples and
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from tumorscope.inference.gradcam import gradcam
+from tumorscope.inference.views import IDENTITY, View, default_views
 from tumorscope.models.multitask import MultiTaskNet, pad_to_multiple, unpad
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,11 @@ _DEFAULT_TASKS = ("segmentation", "tumour")
 def binary_entropy(p: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of Bernoulli probabilities ``p`` (any shape; ``0 log 0 = 0``)."""
     return torch.special.entr(p) + torch.special.entr(1.0 - p)
+
+
+def binary_entropy_np(p: np.ndarray | float) -> np.ndarray:
+    """:func:`binary_entropy` of a numpy array or number (float64, nats)."""
+    return binary_entropy(torch.as_tensor(np.asarray(p, dtype=np.float64))).numpy()
 
 
 def binary_mutual_information(samples: np.ndarray) -> np.ndarray:
@@ -74,6 +87,9 @@ class MCResult:
         tumour_samples: ``(T, N)`` float64 calibrated tumour probabilities per sample, or
             None without the tumour task.
         seg_samples: ``(T, N, R, S, S)`` float32 per-sample probabilities when kept.
+        views: Names of the test-time views (``("identity",)`` for MC dropout alone).
+        dropout_samples: Dropout samples per view (``samples = views × dropout_samples``).
+        slice_aleatoric: ``(N,)`` mean expected entropy in each slice's ROI (nats).
     """
 
     samples: int
@@ -85,6 +101,16 @@ class MCResult:
     slice_score: np.ndarray
     tumour_samples: np.ndarray | None
     seg_samples: np.ndarray | None = None
+    views: tuple[str, ...] = ("identity",)
+    dropout_samples: int = 0
+    slice_aleatoric: np.ndarray | None = None
+
+    @property
+    def aleatoric(self) -> np.ndarray | None:
+        """``(N, R, S, S)`` expected entropy ``mean_t H(p_t)`` (nats): ``entropy − MI``."""
+        if self.entropy is None or self.mutual_information is None:
+            return None
+        return np.asarray(self.entropy - self.mutual_information, dtype=np.float32)
 
     @property
     def tumour_probability(self) -> np.ndarray | None:
@@ -100,6 +126,13 @@ class MCResult:
         """ROI-pixel-weighted mean segmentation mutual information over slices (nats)."""
         total = int(self.roi_pixels.sum())
         return 0.0 if total == 0 else float((self.slice_score * self.roi_pixels).sum() / total)
+
+    def segmentation_aleatoric(self) -> float | None:
+        """ROI-pixel-weighted mean expected entropy over slices (nats); None without maps."""
+        if self.slice_aleatoric is None:
+            return None
+        total = int(self.roi_pixels.sum())
+        return 0.0 if total == 0 else float((self.slice_aleatoric * self.roi_pixels).sum() / total)
 
     def case_tumour_samples(self) -> np.ndarray | None:
         """``(T,)`` per-sample case probability: the max over slices."""
@@ -145,8 +178,10 @@ def mc_dropout(
     sampling: bool = True,
     keep_samples: bool = False,
     band: int = REVIEW_BAND_PX,
+    views: Sequence[View] = (IDENTITY,),
 ) -> MCResult:
-    """MC-dropout over preprocessed slices: trunk once per slice, tail ``samples`` times.
+    """MC-dropout over preprocessed slices: trunk once per slice and view, tail ``samples``
+    times; the distribution has ``len(views) × samples`` members (see :func:`tta`).
 
     Args:
         images: ``(N, C, S, S)`` float preprocessed slices (padded internally).
@@ -158,6 +193,7 @@ def mc_dropout(
         sampling: False keeps dropout off (every sample equals the deterministic pass).
         keep_samples: Also return the per-sample segmentation probabilities (memory ``T×``).
         band: Pixels by which the sampled masks are dilated into the score's ROI.
+        views: Test-time views of each slice (default: the slice alone).
 
     Returns:
         :class:`MCResult`.
@@ -172,6 +208,9 @@ def mc_dropout(
         raise ValueError(f"temperature: must be positive, got {temperature}")
     if band < 0:
         raise ValueError(f"band: must be >= 0 pixels, got {band}")
+    views = tuple(views)
+    if not views:
+        raise ValueError("views: at least one view (the identity) is needed")
     wanted = tuple(t for t in _DEFAULT_TASKS if t in model.tasks) if tasks is None else tuple(tasks)
     model.resolve_tasks(wanted)
     x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
@@ -185,51 +224,45 @@ def mc_dropout(
     with torch.random.fork_rng(devices=[]), _DropoutOnly(model, sampling):
         torch.manual_seed(seed)
         for start in range(0, n, max(1, batch_size)):
-            x, pad = pad_to_multiple(x_all[start : start + batch_size], model.size_multiple)
+            xb = x_all[start : start + batch_size]
+            b = int(xb.shape[0])
+            xv = xb if views == (IDENTITY,) else torch.cat([v.forward(xb) for v in views])
+            x, pad = pad_to_multiple(xv, model.size_multiple)
             trunk = model.trunk(x, wanted)
-            s1 = s2 = h_sum = union = None
-            t_chunk, k_chunk = [], []
+            stats = _Moments()
+            t_chunk: list[torch.Tensor] = []
+            k_chunk: list[torch.Tensor] = []
             for _ in range(samples):
                 out = model.tail(trunk, wanted)
                 if out.tumour_logit is not None:
-                    t_chunk.append(
-                        torch.sigmoid(out.tumour_logit.double().reshape(-1) / temperature)
-                    )
+                    t = torch.sigmoid(out.tumour_logit.double().reshape(-1) / temperature)
+                    t_chunk.extend(t.reshape(len(views), b))
                 if seg and out.seg_logits is not None:
-                    # fp32 and in place: per-sample work must stay small next to the trunk.
-                    z = unpad(out.seg_logits, pad).float()
-                    p = torch.sigmoid(z)
-                    if s1 is None or s2 is None or h_sum is None or union is None:
-                        s1, s2 = torch.zeros_like(p), torch.zeros_like(p)
-                        h_sum, union = torch.zeros_like(p), torch.zeros_like(p[:, 0])
-                        shift = p.clone()  # moments about the first sample: no fp32 cancellation
-                    d = p - shift
-                    s1 += d
-                    s2.addcmul_(d, d)
-                    h_sum += F.softplus(z) - z * p  # binary entropy H(σ(z)) in nats
-                    torch.maximum(union, (z >= 0).any(dim=1).float(), out=union)
-                    if keep_samples:
-                        k_chunk.append(p.clone())
-            if s1 is not None and s2 is not None and h_sum is not None and union is not None:
-                for key, value in zip(
-                    ("shift", "s1", "s2", "h", "union"), (shift, s1, s2, h_sum, union), strict=True
-                ):
+                    z_all = unpad(out.seg_logits, pad).float()
+                    for k, view in enumerate(views):
+                        p = stats.add(z_all[k * b : (k + 1) * b], view)
+                        if keep_samples:
+                            k_chunk.append(p.clone())
+            if stats.s1 is not None:
+                for key, value in stats.parts().items():
                     acc.setdefault(key, []).append(value)
             if t_chunk:
                 tumour.append(torch.stack(t_chunk))
             if k_chunk:
                 kept.append(torch.stack(k_chunk))
+    members = samples * len(views)
     tumour_samples = torch.cat(tumour, dim=1).numpy() if tumour else None
     if not acc:
         zeros = np.zeros(n)
         return MCResult(
-            samples, None, None, None, None, zeros.astype(np.int64), zeros, tumour_samples
-        )
-    mean_d = torch.cat(acc["s1"]).double() / samples
-    var = (torch.cat(acc["s2"]).double() / samples - mean_d * mean_d).clamp_min(0.0)
+            members, None, None, None, None, zeros.astype(np.int64), zeros, tumour_samples,
+            views=tuple(v.name for v in views), dropout_samples=samples if sampling else 0,
+        )  # fmt: skip
+    mean_d = torch.cat(acc["s1"]).double() / members
+    var = (torch.cat(acc["s2"]).double() / members - mean_d * mean_d).clamp_min(0.0)
     mean = torch.cat(acc["shift"]).double() + mean_d
     entropy = binary_entropy(mean)
-    mi = (entropy - torch.cat(acc["h"]).double() / samples).clamp_min(0.0)
+    mi = (entropy - torch.cat(acc["h"]).double() / members).clamp_min(0.0)
     union_all = torch.cat(acc["union"]).double()[:, None]
     roi = (
         F.max_pool2d(union_all, 2 * band + 1, stride=1, padding=band)[:, 0] > 0
@@ -239,8 +272,10 @@ def mc_dropout(
     roi_pixels = roi.sum(dim=(1, 2))
     mi_roi = (mi.mean(dim=1) * roi).sum(dim=(1, 2))
     slice_score = torch.where(roi_pixels > 0, mi_roi / roi_pixels.clamp_min(1), 0.0)
+    al_roi = ((entropy - mi).mean(dim=1) * roi).sum(dim=(1, 2))
+    slice_al = torch.where(roi_pixels > 0, al_roi / roi_pixels.clamp_min(1), 0.0)
     return MCResult(
-        samples=samples,
+        samples=members,
         probability=mean.float().numpy(),
         std=var.sqrt().float().numpy(),
         entropy=entropy.float().numpy(),
@@ -249,7 +284,84 @@ def mc_dropout(
         slice_score=slice_score.numpy().astype(np.float64),
         tumour_samples=tumour_samples,
         seg_samples=torch.cat(kept, dim=1).numpy() if kept else None,
+        views=tuple(v.name for v in views),
+        dropout_samples=samples if sampling else 0,
+        slice_aleatoric=slice_al.numpy().astype(np.float64),
     )
+
+
+class _Moments:
+    """Running per-pixel sums over the members of one batch: moments about the first
+    member (no fp32 cancellation), the summed entropy and the union of the masks."""
+
+    def __init__(self) -> None:
+        self.shift: torch.Tensor | None = None
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+        self.h: torch.Tensor | None = None
+        self.union: torch.Tensor | None = None
+
+    def add(self, z: torch.Tensor, view: View) -> torch.Tensor:
+        """Add one member from a view's logits ``(B, R, S, S)``; returns its probability
+        on the slice's grid."""
+        if view.warps:  # resampled: the probability is mapped back, its entropy from it
+            p = view.inverse(torch.sigmoid(z))
+            h = binary_entropy(p)
+            inside = (p >= 0.5).any(dim=1)
+        else:  # flips are exact on logits: the stable entropy of a logit
+            z = view.inverse(z)
+            p = torch.sigmoid(z)
+            h = F.softplus(z) - z * p  # binary entropy H(σ(z)) in nats
+            inside = (z >= 0).any(dim=1)
+        if self.shift is None:
+            self.shift = p.clone()
+            self.s1, self.s2 = torch.zeros_like(p), torch.zeros_like(p)
+            self.h, self.union = torch.zeros_like(p), torch.zeros_like(p[:, 0])
+        assert self.s1 is not None and self.s2 is not None
+        assert self.h is not None and self.union is not None
+        # fp32 and in place: per-member work must stay small next to the trunk.
+        d = p - self.shift
+        self.s1 += d
+        self.s2.addcmul_(d, d)
+        self.h += h
+        torch.maximum(self.union, inside.float(), out=self.union)
+        return p
+
+    def parts(self) -> dict[str, torch.Tensor]:
+        assert self.shift is not None and self.s1 is not None and self.s2 is not None
+        assert self.h is not None and self.union is not None
+        return {"shift": self.shift, "s1": self.s1, "s2": self.s2, "h": self.h, "union": self.union}
+
+
+def tta(
+    model: MultiTaskNet,
+    images: np.ndarray | torch.Tensor,
+    *,
+    views: int | Sequence[View] = 8,
+    mc_samples: int = 0,
+    **kwargs: Any,
+) -> MCResult:
+    """Test-time augmentation, merged with MC dropout when ``mc_samples > 0``.
+
+    Args:
+        model: The network.
+        images: ``(N, C, S, S)`` preprocessed slices.
+        views: Number of :data:`~tumorscope.inference.views.DEFAULT_VIEWS` (1–8), or the
+            views themselves.
+        mc_samples: Dropout samples per view (0: dropout off, one deterministic pass per
+            view).
+        **kwargs: Passed to :func:`mc_dropout` (``seed``, ``temperature``, ``tasks``...).
+
+    Returns:
+        :class:`MCResult` over ``views × max(1, mc_samples)`` members.
+    """
+    chosen = default_views(views) if isinstance(views, int) else tuple(views)
+    if mc_samples < 0:
+        raise ValueError(f"mc_samples: must be >= 0, got {mc_samples}")
+    return mc_dropout(
+        model, images, samples=max(1, mc_samples), sampling=mc_samples > 0, views=chosen,
+        **kwargs,
+    )  # fmt: skip
 
 
 def measure_costs(

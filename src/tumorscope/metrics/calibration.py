@@ -1,7 +1,11 @@
-"""Calibration: expected calibration error, reliability curves, temperature scaling.
+"""Calibration: expected calibration error, Brier score, reliability curves, temperature
+scaling.
 
-Binning: ``n_bins`` equal-width bins on [0, 1]; bin ``b`` holds ``b/n <= p < (b+1)/n`` and
-the last bin also holds ``p = 1``. For binary problems the calibrated quantity is the
+Binning (``strategy``): ``uniform`` — ``n_bins`` equal-width bins on [0, 1], bin ``b`` holds
+``b/n <= p < (b+1)/n`` and the last bin also holds ``p = 1``; ``quantile`` — equal-mass
+bins whose edges are the ``0, 1/n, …, 1`` quantiles of the probabilities, a sample going
+to the bin ``searchsorted(inner edges, p)`` (scikit-learn's ``calibration_curve`` rule),
+so every bin holds about ``N / n`` samples even when the probabilities crowd near 0 and 1. For binary problems the calibrated quantity is the
 probability of the positive class (``conf_b`` = mean predicted probability, ``acc_b`` =
 fraction of positives in the bin), not the top-label confidence; for ``(N, C)``
 probabilities it is the top-label confidence against top-label accuracy (Guo et al. 2017).
@@ -45,7 +49,7 @@ def _confidence_correct(
 
 
 def reliability_curve(
-    prob: ArrayLike, label: ArrayLike, n_bins: int = 10
+    prob: ArrayLike, label: ArrayLike, n_bins: int = 10, strategy: str = "uniform"
 ) -> dict[str, NDArray[np.float64]]:
     """Per-bin data of a reliability diagram.
 
@@ -53,7 +57,8 @@ def reliability_curve(
         prob: Positive-class probabilities ``(N,)`` with 0/1 labels, or ``(N, C)`` class
             probabilities with class-index labels.
         label: Labels ``(N,)``.
-        n_bins: Number of equal-width bins on [0, 1].
+        n_bins: Number of bins.
+        strategy: ``uniform`` (equal width) or ``quantile`` (equal mass); module docstring.
 
     Returns:
         ``edges (n_bins+1,)``, ``confidence``, ``accuracy`` (NaN for empty bins) and ``count``,
@@ -62,8 +67,18 @@ def reliability_curve(
     if n_bins < 1:
         raise ValueError(f"n_bins: must be >= 1, got {n_bins}")
     conf, correct = _confidence_correct(prob, label)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.floor(conf * n_bins).astype(np.int64), 0, n_bins - 1)
+    if strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        idx = np.clip(np.floor(conf * n_bins).astype(np.int64), 0, n_bins - 1)
+    elif strategy == "quantile":
+        edges = (
+            np.quantile(conf, np.linspace(0.0, 1.0, n_bins + 1))
+            if conf.size
+            else np.linspace(0.0, 1.0, n_bins + 1)
+        )
+        idx = np.searchsorted(edges[1:-1], conf).astype(np.int64)
+    else:
+        raise ValueError(f"strategy: {strategy!r} is not 'uniform' or 'quantile'")
     count = np.bincount(idx, minlength=n_bins).astype(np.float64)
     sum_conf = np.bincount(idx, weights=conf, minlength=n_bins)
     sum_acc = np.bincount(idx, weights=correct, minlength=n_bins)
@@ -73,19 +88,27 @@ def reliability_curve(
     return {"edges": edges, "confidence": confidence, "accuracy": accuracy, "count": count}
 
 
-def ece(prob: ArrayLike, label: ArrayLike, n_bins: int = 10) -> float:
-    """Expected calibration error with equal-width bins weighted by count (module docstring).
+def ece(prob: ArrayLike, label: ArrayLike, n_bins: int = 10, strategy: str = "uniform") -> float:
+    """Expected calibration error: bins weighted by their count (module docstring).
 
     Returns:
         ECE in [0, 1]; NaN for an empty input.
     """
-    curve = reliability_curve(prob, label, n_bins)
+    curve = reliability_curve(prob, label, n_bins, strategy)
     count = curve["count"]
     if count.sum() == 0:
         return float("nan")
     ok = count > 0
     gap = np.abs(curve["accuracy"][ok] - curve["confidence"][ok])
     return float(np.sum(count[ok] / count.sum() * gap))
+
+
+def brier(prob: ArrayLike, label: ArrayLike) -> float:
+    """Brier score ``mean((p − y)²)`` of binary probabilities; NaN for an empty input."""
+    p, y = _confidence_correct(prob, label)
+    if to_numpy(prob).ndim != 1:
+        raise ValueError("prob: the Brier score here takes binary (N,) probabilities")
+    return float(np.mean((p - y) ** 2)) if p.size else float("nan")
 
 
 def boundary_band(

@@ -102,13 +102,9 @@ def slice_prediction(r: SliceResult, full: FullResult | None = None) -> schemas.
     review = r.domain.out_of_domain
     if full is not None and full.mc is not None:
         u = full.uncertainty_json() or {}
-        unc = schemas.Uncertainty(
-            method=u["method"], samples=u["samples"], score=u["score"],
-            score_definition=u["score_definition"], review_cutoff=u["review_cutoff"],
-            needs_review=u["needs_review"], tumour_probability_mean=u["tumour_probability_mean"],
-            tumour_probability_std=u["tumour_probability_std"],
-            tumour_mutual_information=u["tumour_mutual_information"],
-        )  # fmt: skip
+        unc = schemas.Uncertainty.model_validate(
+            {k: u[k] for k in schemas.Uncertainty.model_fields}
+        )
         review = review or bool(full.needs_review)
     if full is not None and full.gradcam_tumour is not None and r.image is not None:
         heat = np.asarray(full.restore(full.gradcam_tumour[:, None]))[0]

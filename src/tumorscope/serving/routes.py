@@ -32,10 +32,18 @@ Gate = Annotated[
     Query(ge=0.0, le=1.0, description="Tumour probability under which no mask is returned"),
 ]
 UncertaintyMethod = Annotated[
-    Literal["none", "mc"],
-    Query(description="mc: MC-dropout uncertainty (test-time augmentation is not offered yet)"),
+    Literal["none", "mc", "tta"],
+    Query(
+        description="mc: MC dropout; tta: test-time augmentation (flips, small rotations/scales)"
+    ),
 ]
-Samples = Annotated[int, Query(ge=1, le=1000, description="MC-dropout samples")]
+Samples = Annotated[
+    int | None,
+    Query(
+        ge=1, le=1000, description="MC-dropout samples (default 20) or TTA views (1–8, default 8)"
+    ),
+]
+DEFAULT_SAMPLES = {"none": 1, "mc": 20, "tta": 8}
 WithCam = Annotated[bool, Query(description="Add the Grad-CAM overlay of the tumour decision")]
 
 
@@ -110,10 +118,11 @@ def _slice(
     with tempfile.TemporaryDirectory(prefix="tumorscope-upload-") as folder:
         try:
             path = save_image(upload.file, Path(folder))
-            if uncertainty == "mc" or gradcam:
+            if uncertainty != "none" or gradcam:
                 full = predictor.predict_full(
                     path,
                     mc_samples=samples if uncertainty == "mc" else 0,
+                    tta_views=samples if uncertainty == "tta" else 0,
                     gradcam=gradcam,
                     gate_threshold=gate,
                 )
@@ -129,10 +138,12 @@ async def _predict_one(
     file: UploadFile,
     gate: float | None,
     uncertainty: str,
-    samples: int,
+    samples: int | None,
     gradcam: bool,
 ) -> tuple[schemas.SlicePrediction, SliceResult]:
     state = _state(request)
+    if samples is None:
+        samples = DEFAULT_SAMPLES[uncertainty]
     if samples > state.settings.max_samples:
         raise ServiceError(
             422, "invalid_request", f"samples: at most {state.settings.max_samples} here"
@@ -156,7 +167,7 @@ async def predict(
     file: Annotated[UploadFile, File(description="PNG, JPEG, DICOM or 2D NIfTI slice")],
     gate: Gate = None,
     uncertainty: UncertaintyMethod = "none",
-    samples: Samples = 20,
+    samples: Samples = None,
     gradcam: WithCam = False,
 ) -> schemas.SlicePrediction:
     """One 2D slice: tumour decision, conditional mask, domain check, review flag."""

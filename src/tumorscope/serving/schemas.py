@@ -46,10 +46,12 @@ class Domain(BaseModel):
 
 
 class Uncertainty(BaseModel):
-    """MC-dropout estimate of how sure the model is."""
+    """How sure the model is: MC dropout or test-time augmentation, one distribution."""
 
     method: str
-    samples: int
+    views: list[str] = Field(description="Test-time views (identity alone for MC dropout)")
+    dropout_samples: int = Field(description="Dropout samples per view (0: dropout off)")
+    samples: int = Field(description="Members of the distribution: views × dropout samples")
     score: float | None = Field(description="Case uncertainty score, nats")
     score_definition: str
     review_cutoff: float
@@ -57,6 +59,11 @@ class Uncertainty(BaseModel):
     tumour_probability_mean: float | None
     tumour_probability_std: float | None
     tumour_mutual_information: float | None = Field(description="Epistemic part, nats")
+    tumour_entropy: float | None = Field(description="Total: aleatoric + epistemic, nats")
+    tumour_aleatoric: float | None = Field(description="Expected entropy, nats")
+    segmentation_aleatoric: float | None = Field(
+        description="Mean expected entropy in the mask's neighbourhood, nats"
+    )
 
 
 class GradCam(BaseModel):

@@ -115,7 +115,10 @@ def serve(
         )
     elif settings.no_auth:
         announce("no API key: serving without authentication on a loopback address")
-    announce(f"serving {settings.run} on {url} (docs: {url}/docs, readiness: {url}/health/ready)")
+    announce(
+        f"serving {settings.run} on {url} (readiness: {url}/health/ready; OpenAPI schema, "
+        f"with the key: {url}/openapi.json)"
+    )
     if workers > 1:
         os.environ.update(_settings_env(settings))
         uvicorn.run(
