@@ -4,8 +4,8 @@ An untrained ``demo``-size model (cost does not depend on the weights), a batch 
 slices at 128² and 256²: ``mc_cost_ratio`` = (trunk once + 20 dropout tails) / one pass,
 ``gradcam_cost_ratio`` = (forward + backward for the tumour map) / one pass, both measured
 in this run by ``tumorscope.inference.uncertainty.measure_costs``. Test-time augmentation
-(:func:`tta_costs`): 8 views batched through one trunk pass against the same 8 views run one
-after another (goal ≤ 0.6×), and MC dropout on top of it (2 dropout samples per view, 16
+(:func:`tta_costs`): 8 views batched through trunk passes of the same batch size against the
+same 8 views run one after another (goal ≤ 0.6×), and MC dropout on top of it (2 dropout samples per view, 16
 members; goal ≤ +30 %). Prints one JSON object on its last stdout line.
 
     python benchmarks/uncertainty.py [--quick] [--threads N]

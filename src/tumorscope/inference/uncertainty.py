@@ -189,7 +189,8 @@ def mc_dropout(
         tasks: Tasks to sample (default: ``segmentation`` and ``tumour`` where built).
         seed: Seed of the dropout masks (the global RNG state is restored afterwards).
         temperature: Temperature of the tumour probability ``σ(z / T)``.
-        batch_size: Slices per trunk pass; all ``T`` tail samples of a batch run in turn.
+        batch_size: Images per trunk pass (slices × views); all ``T`` tail samples of a
+            batch run in turn.
         sampling: False keeps dropout off (every sample equals the deterministic pass).
         keep_samples: Also return the per-sample segmentation probabilities (memory ``T×``).
         band: Pixels by which the sampled masks are dilated into the score's ROI.
@@ -223,8 +224,11 @@ def mc_dropout(
     kept: list[torch.Tensor] = []
     with torch.random.fork_rng(devices=[]), _DropoutOnly(model, sampling):
         torch.manual_seed(seed)
-        for start in range(0, n, max(1, batch_size)):
-            xb = x_all[start : start + batch_size]
+        # All views of a slice share a trunk batch of at most ``batch_size`` images: a
+        # bigger one is no faster on a CPU (measured 1.2-1.7x slower at 8 views x 4 slices).
+        step = max(1, batch_size // len(views))
+        for start in range(0, n, step):
+            xb = x_all[start : start + step]
             b = int(xb.shape[0])
             xv = xb if views == (IDENTITY,) else torch.cat([v.forward(xb) for v in views])
             x, pad = pad_to_multiple(xv, model.size_multiple)
