@@ -8,7 +8,7 @@ LOCK := requirements.lock
 LOCK_NODEPS := requirements-brats.lock
 STAMP := $(VENV)/.installed-$(shell cat $(LOCK) $(LOCK_NODEPS) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: install demo demo-petct test test-fast lint bench bench-quick bench-ablations bench-long audit clean
+.PHONY: install browser demo demo-petct test test-fast lint bench bench-quick bench-ablations bench-long audit clean
 
 install: $(STAMP)
 
@@ -27,8 +27,15 @@ demo: install
 demo-petct: install
 	$(BIN)/python -m tumorscope.demo --config configs/demo-petct.yaml --out runs/demo-petct
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# The UI's browser test drives Debian's chromium (Playwright cannot download its own here):
+# installed with apt-get when absent and the user is root; `make demo` never needs it.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { test "$$(id -u)" = 0 || { echo "chromium is missing: install it (apt-get install chromium) for the browser test"; exit 1; }; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 lint: install  # ruff, mypy, and the import contracts of pyproject.toml
 	$(BIN)/ruff check src tests benchmarks

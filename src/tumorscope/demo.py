@@ -195,6 +195,10 @@ def _print_table(figures: dict[str, Any], out: Path) -> None:
     console.print(
         f"run: [bold]{out}[/]  (model.safetensors + manifest.json; figures in {out / 'demo-results.json'})"
     )
+    console.print(
+        f"try it in a browser: [bold].venv/bin/tumorscope app --run {out}[/]  "
+        "(the HTTP service and the web UI; Ctrl-C stops both)"
+    )
     console.print(f"[dim]{DISCLAIMER}[/]")
 
 

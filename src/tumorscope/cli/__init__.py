@@ -295,6 +295,46 @@ def serve(
         raise typer.Exit(2) from None
 
 
+@app.command()
+@friendly_errors
+def ui(
+    api: Annotated[
+        str, typer.Option("--api", help="The service's URL (its key: TUMORSCOPE_API_KEY).")
+    ] = "http://127.0.0.1:8000",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="UI port.")] = 8501,
+) -> None:
+    """The web UI (Streamlit) in front of a running `tumorscope serve`."""
+    # deferred: the command's own modules load only when it runs
+    from tumorscope.cli.launch import LaunchError, run_ui
+
+    try:
+        code = run_ui(api=api, port=port)
+    except LaunchError as e:
+        print_error(str(e))
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command(name="app")
+@friendly_errors
+def app_(
+    run: Annotated[Path, typer.Option("--run", help="Run folder to serve.")],
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="UI port.")] = 8501,
+    api_port: Annotated[
+        int, typer.Option("--api-port", min=1, max=65535, help="Service port.")
+    ] = 8000,
+) -> None:
+    """The service and the web UI together; both stop on Ctrl-C / SIGTERM."""
+    # deferred: the command's own modules load only when it runs
+    from tumorscope.cli.launch import LaunchError, run_app
+
+    try:
+        run_app(run=run, port=port, api_port=api_port, announce=say)
+    except LaunchError as e:
+        print_error(str(e))
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     """Console-script entry point: option errors too are one ``error:`` line, exit 2."""
     try:
