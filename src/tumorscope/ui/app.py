@@ -71,8 +71,8 @@ def slice_page(api: ServiceClient) -> None:
             f"{u['tumour_aleatoric']:.4f}, epistemic {u['tumour_mutual_information']:.4f}"
         )
     st.write(v.recommendation)
-    for w in v.warnings:
-        st.caption(f"Warning: {w}")
+    for w in v.warnings:  # e.g. a CT for a brain-MRI model: said as loudly as the domain check
+        st.warning(f"Warning: {w}")
 
 
 def volume_page(api: ServiceClient) -> None:
