@@ -98,3 +98,12 @@ def server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     )
     yield s
     s.stop()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A private upload folder one level below tmp_path (so traversal has somewhere to go)."""
+    out = tmp_path / "jobs" / "job-1"
+    out.mkdir(parents=True)
+    (tmp_path / "jobs" / "keep.txt").write_text("untouched")
+    return out

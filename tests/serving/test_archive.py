@@ -13,13 +13,11 @@ import shutil
 import stat
 import struct
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.data import get_testdata_file
 
 from tumorscope.data.errors import DiskSpaceError
 from tumorscope.serving import archive
@@ -31,28 +29,14 @@ from tumorscope.serving.archive import (
 )
 from tumorscope.serving.uploads import save_volume
 
+from .uploadkit import CLIENT_NAME, bundled, refusal, zip_bytes
+
 MiB = 2**20
-CLIENT_NAME = "DOE_JOHN_1957"  # stands for a patient-identifying client file name
-
-
-def bundled(name: str) -> bytes:
-    """A DICOM test file shipped inside the installed pydicom (never downloaded)."""
-    path = get_testdata_file(name, download=False)
-    assert path is not None, f"{name} does not ship with this pydicom"
-    return Path(str(path)).read_bytes()
 
 
 def nifti_gz_bytes() -> bytes:
     data = np.arange(37 * 41, dtype=np.int16).reshape(37, 41)
     return gzip.compress(nib.Nifti1Image(data, np.eye(4)).to_bytes(), mtime=0)
-
-
-def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return out.getvalue()
 
 
 def zip_with(*infos: tuple[zipfile.ZipInfo, bytes]) -> bytes:
@@ -87,23 +71,6 @@ def central_entry(data: bytes) -> int:
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path → bytes)."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def refusal(call: Callable[..., object], *args: object, **kwargs: int) -> UploadError:
-    with pytest.raises(UploadError) as caught:
-        call(*args, **kwargs)
-    err = caught.value
-    assert str(err) == err.message and "\n" not in err.message
-    return err
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """A private upload folder one level below tmp_path (so traversal has somewhere to go)."""
-    out = tmp_path / "jobs" / "job-1"
-    out.mkdir(parents=True)
-    (tmp_path / "jobs" / "keep.txt").write_text("untouched")
-    return out
 
 
 # --- save_volume: zips -----------------------------------------------------------------------

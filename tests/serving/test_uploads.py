@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import gzip
 import io
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -18,7 +17,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
 
 from tumorscope.serving import archive, uploads
 from tumorscope.serving.uploads import (
@@ -30,14 +28,7 @@ from tumorscope.serving.uploads import (
     sniff,
 )
 
-CLIENT_NAME = "DOE_JOHN_1957"  # stands for a patient-identifying client file name
-
-
-def bundled(name: str) -> bytes:
-    """A DICOM test file shipped inside the installed pydicom (never downloaded)."""
-    path = get_testdata_file(name, download=False)
-    assert path is not None, f"{name} does not ship with this pydicom"
-    return Path(str(path)).read_bytes()
+from .uploadkit import CLIENT_NAME, bundled, refusal, zip_bytes
 
 
 def png_bytes() -> bytes:
@@ -60,31 +51,6 @@ def nifti_bytes(*, gz: bool = False, version: int = 1, endianness: str = "<") ->
         image = nib.Nifti1Image(data, np.eye(4), header=nib.Nifti1Header(endianness=endianness))
     raw = image.to_bytes()
     return gzip.compress(raw, mtime=0) if gz else raw
-
-
-def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return out.getvalue()
-
-
-def refusal(call: Callable[..., object], *args: object, **kwargs: int) -> UploadError:
-    with pytest.raises(UploadError) as caught:
-        call(*args, **kwargs)
-    err = caught.value
-    assert str(err) == err.message and "\n" not in err.message
-    return err
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """A private upload folder one level below tmp_path (so traversal has somewhere to go)."""
-    out = tmp_path / "jobs" / "job-1"
-    out.mkdir(parents=True)
-    (tmp_path / "jobs" / "keep.txt").write_text("untouched")
-    return out
 
 
 class Trickle(io.RawIOBase):
