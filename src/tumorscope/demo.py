@@ -196,7 +196,8 @@ def _print_table(figures: dict[str, Any], out: Path) -> None:
         f"run: [bold]{out}[/]  (model.safetensors + manifest.json; figures in {out / 'demo-results.json'})"
     )
     console.print(
-        f"try it in a browser: [bold].venv/bin/tumorscope app --run {out}[/]  "
+        f"try it in a browser: [bold].venv/bin/tumorscope app --run {out} "
+        f"--report {figures['report']}[/]  "
         "(the HTTP service and the web UI; Ctrl-C stops both)"
     )
     console.print(f"[dim]{DISCLAIMER}[/]")

@@ -105,3 +105,33 @@ def test_faults_are_named(metrics: dict[str, Any], edit: Any, where: str) -> Non
     edit(broken)
     with pytest.raises(MetricsSchemaError, match=f"metrics.json: {where}"):
         validate_metrics(broken)
+
+
+def test_reliability_bins_are_scikit_learns_and_give_the_ece(metrics: dict[str, Any]) -> None:
+    from sklearn.calibration import calibration_curve
+
+    held = _held()
+    logit, label = np.asarray(held.slice_logit), np.asarray(held.slice_label)
+    cal = metrics["calibration"]
+    after = ("after_temperature", held.temperature, "ece_after_temperature")
+    for key, t, ece_key in (("before_temperature", 1.0, "ece"), after):
+        bins = cal["reliability"][key]
+        observed, predicted = calibration_curve(
+            label, 1 / (1 + np.exp(-logit / t)), n_bins=10, strategy="quantile"
+        )
+        np.testing.assert_allclose(bins["predicted"], predicted, rtol=1e-12)
+        np.testing.assert_allclose(bins["observed"], observed, rtol=1e-12)
+        n = np.asarray(bins["count"])
+        assert n.sum() == label.size and (n > 0).all()
+        gap = np.abs(np.asarray(bins["observed"]) - np.asarray(bins["predicted"]))
+        assert float(np.sum(n / n.sum() * gap)) == pytest.approx(cal[ece_key]["value"])
+    assert cal["by_source"]["brats"]["reliability"] == cal["reliability"]  # the only source
+
+
+def test_a_report_without_reliability_bins_still_validates(metrics: dict[str, Any]) -> None:
+    older = copy.deepcopy(metrics)
+    del older["calibration"]["reliability"]
+    validate_metrics(older)
+    older["calibration"]["reliability"] = {"after_temperature": {"predicted": [0.5]}}
+    with pytest.raises(MetricsSchemaError, match=r"calibration\.reliability"):
+        validate_metrics(older)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,13 +44,17 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def launched(run: Path, log: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+def launched(
+    run: Path, log: Path, env: Mapping[str, str] | None = None, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``tumorscope app`` on free ports (``env``: more variables for both processes;
+    ``args``: more options)."""
     ui, api = _free_port(), _free_port()
     cmd = [sys.executable, "-m", "tumorscope.cli", "app", "--run", str(run),
-           "--port", str(ui), "--api-port", str(api)]  # fmt: skip
-    env = {**os.environ, "TUMORSCOPE_TORCH_THREADS": "1"}
+           "--port", str(ui), "--api-port", str(api), *args]  # fmt: skip
+    full_env = {**os.environ, "TUMORSCOPE_TORCH_THREADS": "1", **(env or {})}
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=full_env)
     try:
         yield proc, f"http://127.0.0.1:{ui}", f"http://127.0.0.1:{api}"
     finally:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tumorscope import DISCLAIMER
 from tumorscope.cli.launch import APP_SCRIPT
+from tumorscope.ui import charts
 from tumorscope.ui.client import API_ENV, KEY_ENV
 from tumorscope.ui.views import NO_TUMOUR
 
@@ -81,6 +84,11 @@ def test_volume_page_slider_volumes_and_download(app: AppTest, synth_brain: Path
     app.file_uploader[0].set_value(("case.zip", buf.getvalue(), "application/zip"))
     app.run()
     assert not app.exception and any(m.label == "Risk (log-hazard)" for m in app.metric)
+    assert any(m.label == "Risk percentile in the training cohort" for m in app.metric)
+    (spec,) = _charts(app)
+    legend = spec["encoding"]["color"]["scale"]["domain"]
+    assert legend[0] == charts.PATIENT and legend[1].startswith("training cohort (Kaplan–Meier")
+    assert spec["encoding"]["x"]["title"] == "time (days)"
 
 
 def test_batch_page_table(app: AppTest, synth_brain: Path) -> None:
@@ -92,11 +100,27 @@ def test_batch_page_table(app: AppTest, synth_brain: Path) -> None:
     assert not app.exception
     table = app.dataframe[0].value
     assert list(table["image"]) == [p.name for p in imgs]
+    assert "3 images: " in _texts(app)
 
 
-def test_model_card_page(app: AppTest, ui_server: Server) -> None:
+def test_model_card_page(app: AppTest, ui_report: Path) -> None:
     app.sidebar.radio[0].set_value("Model card")
     app.run()
     assert not app.exception
     assert app.metric[0].label == "Parameters" and int(app.metric[0].value.replace(",", "")) > 0
     assert KEY not in str(app.get("json"))  # the key never reaches the page
+    cal = json.loads((ui_report / "metrics.json").read_text())["calibration"]
+    (spec,) = _charts(app)
+    assert spec["title"].startswith("Reliability diagram (10 equal-mass bins)")
+    legend = spec["layer"][-1]["encoding"]["color"]["scale"]["domain"]
+    assert legend[0] == f"all sources, before temperature (ECE {cal['ece']['value']:.3f})"
+    after = cal["ece_after_temperature"]["value"]
+    assert legend[1].startswith("all sources, after temperature") and legend[1].endswith(
+        f"(ECE {after:.3f})"
+    )
+    assert legend[-1] == charts.PERFECT
+
+
+def _charts(app: AppTest) -> list[dict[str, Any]]:
+    """The Vega-Lite specs the page drew."""
+    return [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]

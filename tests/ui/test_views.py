@@ -67,3 +67,11 @@ def test_batch_rows_keep_upload_order_and_errors() -> None:
     assert rows[0]["error"] == "not an image" and rows[1]["mask area (px)"] == 4
     csv = views.rows_csv(rows).decode().splitlines()
     assert csv[0] == "image,tumour probability,mask area (px),needs review,error" and len(csv) == 3
+    assert views.batch_summary(rows) == "2 images: 0 flagged for review, 1 failed"
+
+
+def test_batch_summary_counts_the_flagged() -> None:
+    flagged = {"index": 0, "ok": True, "prediction": _answer(0.9, False, in_domain=False)}
+    rows = views.batch_rows(["odd.png"], {"items": [flagged]})
+    assert rows[0]["needs review"] is True
+    assert views.batch_summary(rows) == "1 image: 1 flagged for review, 0 failed"

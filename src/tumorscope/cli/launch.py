@@ -91,9 +91,12 @@ def _supervise(procs: list[subprocess.Popen[bytes]], names: list[str]) -> str | 
 
 def run_app(
     *, run: Path, port: int, api_port: int, host: str = "127.0.0.1",
-    announce: Callable[[str], None] = print,
+    report: Path | None = None, announce: Callable[[str], None] = print,
 ) -> None:  # fmt: skip
     """Start ``tumorscope serve`` and the UI, print both URLs, stop both on a signal.
+
+    ``report`` (an ``evaluate --out`` folder) is the service's ``--report``: the model
+    card's metrics and reliability diagram.
 
     Raises:
         LaunchError: A port is taken, or a process failed to start or died.
@@ -107,6 +110,8 @@ def run_app(
     env = {**os.environ, "TUMORSCOPE_API_KEY": key, "TUMORSCOPE_UI_API": api_url}
     serve = [sys.executable, "-m", "tumorscope.cli", "serve", "--run", str(run),
              "--host", host, "--port", str(api_port)]  # fmt: skip
+    if report is not None:
+        serve += ["--report", str(report)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(subprocess.Popen(serve, env=env))

@@ -51,8 +51,29 @@ def _section(
     return {"type": "object", "required": keys + list(extra), "properties": props}
 
 
-def _map_of(keys: list[str]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": _section(keys)}
+def _map_of(keys: list[str], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": _section(keys, optional)}
+
+
+def _array_of(kind: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": kind}}
+
+
+#: A reliability diagram's non-empty bins (``evaluation.sections.reliability_bins``).
+BINS: dict[str, Any] = {
+    "type": "object",
+    "required": ["predicted", "observed", "count"],
+    "properties": {
+        "predicted": _array_of("number"),
+        "observed": _array_of("number"),
+        "count": _array_of("integer"),
+    },
+}
+RELIABILITY: dict[str, Any] = {
+    "type": "object",
+    "required": ["before_temperature", "after_temperature"],
+    "properties": {"before_temperature": BINS, "after_temperature": BINS},
+}
 
 
 METRICS_SCHEMA: dict[str, Any] = {
@@ -76,7 +97,10 @@ METRICS_SCHEMA: dict[str, Any] = {
         "survival": _section(["c_index", "c_index_uno", "td_auc", "ibs", "c_index_oracle"]),
         "calibration": _section(
             ["ece", "ece_after_temperature", "brier", "brier_after_temperature"],
-            by_source=_map_of(["ece", "ece_after_temperature", "brier"]),
+            optional={"reliability": RELIABILITY},  # reports before it lack the bins
+            by_source=_map_of(
+                ["ece", "ece_after_temperature", "brier"], {"reliability": RELIABILITY}
+            ),
             binning={
                 "type": "object",
                 "required": ["strategy", "bins"],

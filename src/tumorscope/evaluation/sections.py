@@ -18,7 +18,7 @@ from tumorscope.evaluation.collect import HeldOut, Units, classification_units, 
 from tumorscope.evaluation.schema import boot_figure, figure, undefined
 from tumorscope.evaluation.strata import CELL, STRATA
 from tumorscope.metrics import survival as sm
-from tumorscope.metrics.calibration import apply_temperature, brier, ece
+from tumorscope.metrics.calibration import apply_temperature, brier, ece, reliability_curve
 from tumorscope.metrics.classification import pr_auc, roc_auc, sensitivity, specificity
 from tumorscope.runs.manifest import Calibration
 
@@ -169,6 +169,19 @@ def _ece(prob: np.ndarray, label: np.ndarray) -> float:
     return ece(prob, label, ECE_BINS, ECE_STRATEGY)
 
 
+def reliability_bins(prob: np.ndarray, label: np.ndarray) -> dict[str, list[Any]]:
+    """The reliability diagram's bins at the ECE's binning (:data:`ECE_BINS` equal-mass
+    bins), empty bins left out: ``predicted`` (mean predicted tumour probability),
+    ``observed`` (fraction of tumour labels) and ``count`` (samples) per bin."""
+    c = reliability_curve(prob, label, ECE_BINS, ECE_STRATEGY)
+    ok = c["count"] > 0
+    return {
+        "predicted": c["confidence"][ok].tolist(),
+        "observed": c["accuracy"][ok].tolist(),
+        "count": [int(n) for n in c["count"][ok]],
+    }
+
+
 def _calibration_figures(
     logit: np.ndarray, label: np.ndarray, patient: np.ndarray, t: float, n_boot: int, seed: int
 ) -> dict[str, Any]:
@@ -180,13 +193,18 @@ def _calibration_figures(
         "ece_after_temperature": boot_figure([scaled, label], _ece, **kw),
         "brier": boot_figure([raw, label], brier, **kw),
         "brier_after_temperature": boot_figure([scaled, label], brier, **kw),
+        "reliability": {
+            "before_temperature": reliability_bins(raw, label),
+            "after_temperature": reliability_bins(scaled, label),
+        },
     }
 
 
 def calibration_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any]:
-    """ECE (:data:`ECE_BINS` equal-mass bins) and Brier score of ``σ(logit)`` (before
-    temperature) and ``σ(logit/T)`` (the run's temperature), over all units and per
-    source (``brats``, ``kaggle``... as ``classification.by_source`` names them)."""
+    """ECE (:data:`ECE_BINS` equal-mass bins), Brier score and the reliability diagram's
+    bins of ``σ(logit)`` (before temperature) and ``σ(logit/T)`` (the run's temperature),
+    over all units and per source (``brats``, ``kaggle``... as ``classification.by_source``
+    names them)."""
     u = classification_units(held)
     t = held.temperature
     out = _calibration_figures(u.logit, u.label, u.patient, t, n_boot, seed)

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tumorscope import DISCLAIMER, __version__
 from tumorscope.data.types import TUMOUR_TYPES
 from tumorscope.inference.predictor import Predictor
-from tumorscope.runs import TorchBackend
-from tumorscope.serving.schemas import ModelInfo
+from tumorscope.metrics.survival import kaplan_meier
+from tumorscope.runs import Calibration, TorchBackend
+from tumorscope.serving.schemas import CohortSurvival, ModelInfo, SurvivalCurve
 
 #: What an ``evaluate`` output folder holds (``tumorscope evaluate --out DIR``).
 REPORT_FILE = "metrics.json"
@@ -54,6 +57,24 @@ def parameters(predictor: Predictor) -> dict[str, int]:
     return out
 
 
+def cohort_survival(calibration: Calibration) -> CohortSurvival | None:
+    """The Kaplan–Meier curve of the training split's outcomes (the calibration's
+    ``train_survival``, days); None when the run stores none (no survival head, or no
+    training patient with an outcome)."""
+    train = calibration.train_survival
+    if not train or not train.get("time"):
+        return None
+    time = np.asarray(train["time"], dtype=np.float64)
+    event = np.asarray(train["event"], dtype=bool)
+    times, surv = kaplan_meier(time, event)
+    return CohortSurvival(
+        estimator="Kaplan–Meier of the training split's outcomes",
+        patients=int(time.size),
+        events=int(event.sum()),
+        cohort_curve=SurvivalCurve(time_days=times.tolist(), survival=surv.tolist()),
+    )
+
+
 def model_info(
     predictor: Predictor, run: Path, report: dict[str, Any] | None, limits: dict[str, int]
 ) -> ModelInfo:
@@ -82,6 +103,7 @@ def model_info(
         domain_check=predictor.domain.stats is not None,
         validation_metrics=dict(m.metrics),
         report=report,
+        survival=cohort_survival(cal),
         files_sha256=dict(m.files),
         limits=limits,
         disclaimer=DISCLAIMER,

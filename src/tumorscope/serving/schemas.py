@@ -111,10 +111,11 @@ class BatchPrediction(BaseModel):
 
 
 class SurvivalCurve(BaseModel):
-    """Breslow survival curve of the patient."""
+    """A survival curve: ``S(t)`` at each time (a patient's Breslow curve, the cohort's
+    Kaplan–Meier estimate)."""
 
-    time_days: list[float]
-    survival: list[float]
+    time_days: list[float] = Field(description="Days, increasing")
+    survival: list[float] = Field(description="Survival probability at each time, 0–1")
 
 
 class Survival(BaseModel):
@@ -186,6 +187,17 @@ class Health(BaseModel):
     status: Literal["live", "ready"]
 
 
+class CohortSurvival(BaseModel):
+    """The training cohort's survival, which a patient's predicted curve is read against."""
+
+    estimator: str = Field(description="How cohort_curve was estimated, from which outcomes")
+    patients: int = Field(description="Training patients with an outcome")
+    events: int = Field(description="Of them, with the event observed (not censored)")
+    cohort_curve: SurvivalCurve = Field(
+        description="Kaplan–Meier S(t) just after each observed time (1 before the first)"
+    )
+
+
 class ModelInfo(BaseModel):
     """The model card."""
 
@@ -203,6 +215,9 @@ class ModelInfo(BaseModel):
     validation_metrics: dict[str, Any] = Field(description="Measured during training")
     report: dict[str, Any] | None = Field(
         description="metrics.json of an evaluate output (--report), with its data"
+    )
+    survival: CohortSurvival | None = Field(
+        description="The training cohort's survival; None when the run stores no outcomes"
     )
     files_sha256: dict[str, str]
     limits: dict[str, int]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tumorscope import DISCLAIMER
-from tumorscope.ui import views
+from tumorscope.ui import charts, views
 from tumorscope.ui.client import ServiceClient, ServiceUnavailable
 
 PAGES = ("Slice", "Volume", "Batch", "Model card")
@@ -88,6 +88,7 @@ def volume_page(api: ServiceClient) -> None:
     try:
         answer = api.predict_volume("upload", data)
         mask = views.mask_volume(api.download(answer["mask_url"])) if answer["mask_url"] else None
+        cohort = api.info().get("survival") if answer.get("survival") else None
     except ServiceUnavailable as err:
         st.error(str(err))
         return
@@ -109,15 +110,15 @@ def volume_page(api: ServiceClient) -> None:
                            file_name="mask.nii.gz")  # fmt: skip
     s = answer.get("survival")
     if s is not None:
-        pct = (
-            ""
-            if s["percentile"] is None
-            else f" ({s['percentile']:.0f}th percentile of the training cohort)"
-        )
-        st.metric("Risk (log-hazard)", f"{s['log_hazard']:.3f}", help=pct or None)
-        curve = s["survival_curve"]
-        if curve["time_days"]:
-            st.line_chart({"days": curve["time_days"], "survival": curve["survival"]}, x="days")
+        risk = st.columns(3)
+        risk[0].metric("Risk (log-hazard)", f"{s['log_hazard']:.3f}")
+        if s["percentile"] is not None:
+            risk[1].metric("Risk percentile in the training cohort", f"{s['percentile']:.0f}")
+        chart = charts.survival_chart(s["survival_curve"], cohort)
+        if chart.rows:
+            st.vega_lite_chart(spec=charts.survival_spec(chart), width="stretch")
+        if chart.note:
+            st.caption(chart.note)
     st.write(answer["recommendation"])
 
 
@@ -136,6 +137,7 @@ def batch_page(api: ServiceClient) -> None:
         st.error(str(err))
         return
     rows = views.batch_rows(names, answer)
+    st.subheader(views.batch_summary(rows))
     st.dataframe(rows, width="stretch")
     st.download_button("Download CSV", views.rows_csv(rows), file_name="tumorscope-batch.csv")
 
@@ -152,6 +154,11 @@ def model_card_page(api: ServiceClient) -> None:
     cols[1].metric("Backend", info["backend"])
     cols[2].metric("Profile", info["profile"])
     st.subheader("Calibration")
+    rel = charts.reliability(info["report"])
+    if rel.missing:
+        st.info(rel.missing)
+    else:
+        st.vega_lite_chart(spec=charts.reliability_chart(rel), width="stretch")
     st.json(info["calibration"])
     st.subheader("Measured metrics")
     st.json(info["report"] or info["validation_metrics"])

@@ -1,5 +1,6 @@
 """What each page shows, as plain functions of the service's answers (tested without
-Streamlit): the verdict, the conditional mask overlay, tables, the survival curve."""
+Streamlit): the verdict, the conditional mask overlay, tables; the charts are in
+:mod:`tumorscope.ui.charts`."""
 
 from __future__ import annotations
 
@@ -158,6 +159,14 @@ def batch_rows(names: list[str], answer: dict[str, Any]) -> list[dict[str, Any]]
             "error": "",
         })  # fmt: skip
     return rows
+
+
+def batch_summary(rows: list[dict[str, Any]]) -> str:
+    """One line over the batch table: how many images, flagged for review, failed."""
+    flagged = sum(1 for r in rows if r["needs review"])
+    failed = sum(1 for r in rows if r["error"])
+    images = "1 image" if len(rows) == 1 else f"{len(rows)} images"
+    return f"{images}: {flagged} flagged for review, {failed} failed"
 
 
 def rows_csv(rows: list[dict[str, Any]]) -> bytes:
