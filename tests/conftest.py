@@ -51,3 +51,13 @@ def tiny_run(synth_brain: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         cfg=load_config(CONFIGS / "tiny.yaml"), data=[synth_brain], out=run, cache=root / "cache"
     )
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tumorscope export --format onnx`` of :func:`tiny_run` (read-only for tests)."""
+    from tumorscope.export.run import export_run
+
+    out = tmp_path_factory.mktemp("tiny-export") / "onnx"
+    export_run(run=tiny_run, out=out, format="onnx")  # data: the folders the run recorded
+    return out

@@ -246,6 +246,70 @@ def predict(
 
 @app.command()
 @friendly_errors
+def export(
+    run: Annotated[Path, typer.Option("--run", help="A finished run folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Export folder (new or empty).")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", help="onnx (FP32) or onnx-int8 (static INT8, calibrated on real slices)."
+        ),
+    ] = "onnx",
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data", "-d", help="Data folder(s) (default: the ones the run was trained on)."
+        ),
+    ] = None,
+    calibration_slices: Annotated[
+        int | None,
+        typer.Option(
+            "--calibration-slices",
+            min=1,
+            help="Training slices INT8 is calibrated on (default: export.calibration_slices).",
+        ),
+    ] = None,
+    max_accuracy_change: Annotated[
+        float | None,
+        typer.Option(
+            "--max-accuracy-change",
+            min=0.0,
+            max=1.0,
+            help="Largest validation Dice/AUC change allowed (default: export.max_accuracy_change).",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier export in --out.")
+    ] = False,
+) -> None:
+    """Export a run for ONNX Runtime: parity-checked FP32, or INT8 within an accuracy budget."""
+    # deferred: the command's own modules (torch, onnxruntime) load only when it runs
+    from tumorscope.export.run import export_run
+
+    result = export_run(
+        run=run, out=out_dir, format=format_, data=data, calibration_slices=calibration_slices,
+        max_accuracy_change=max_accuracy_change, overwrite=overwrite,
+    )  # fmt: skip
+    report = result.report
+    chosen = report["variants"][report["chosen"]]
+    torch_ms = report["variants"]["pytorch"]["latency"]["p50_ms"]
+    rows = {
+        "variant": report["chosen"],
+        "max probability difference (FP32 parity)": report["parity"].get(
+            "max_probability_difference"
+        ),
+        "mask agreement (FP32 parity)": report["parity"]["mask_agreement"],
+        **{f"validation {k} change": v for k, v in chosen.get("change", {}).items()},
+        "batch latency ms (PyTorch)": torch_ms,
+        "batch latency ms (export)": chosen["latency"]["p50_ms"],
+        "graph MB": chosen["bytes"] / 1e6,
+    }
+    print_mapping("export", rows)
+    say(f"export written to {out_dir} (export.md has the tables)")
+
+
+@app.command()
+@friendly_errors
 def serve(
     run: Annotated[
         Path | None, typer.Option("--run", help="Run folder to serve (or TUMORSCOPE_RUN).")
@@ -323,13 +387,17 @@ def app_(
     api_port: Annotated[
         int, typer.Option("--api-port", min=1, max=65535, help="Service port.")
     ] = 8000,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="An `evaluate --out` folder for the model card."),
+    ] = None,
 ) -> None:
     """The service and the web UI together; both stop on Ctrl-C / SIGTERM."""
     # deferred: the command's own modules load only when it runs
     from tumorscope.cli.launch import LaunchError, run_app
 
     try:
-        run_app(run=run, port=port, api_port=api_port, announce=say)
+        run_app(run=run, port=port, api_port=api_port, report=report, announce=say)
     except LaunchError as e:
         print_error(str(e))
         raise typer.Exit(2) from None

@@ -130,10 +130,11 @@ def _expected(e: Exception, kwargs: dict[str, Any]) -> str | None:
     from safetensors import SafetensorError
 
     from tumorscope.evaluation.evaluate import EvaluationError
+    from tumorscope.export.run import ExportError
     from tumorscope.runs import CheckpointError
     from tumorscope.training.run import RunError
 
-    if isinstance(e, RunError | CheckpointError | EvaluationError):
+    if isinstance(e, RunError | CheckpointError | EvaluationError | ExportError):
         return str(e)
     if isinstance(e, SafetensorError):
         return f"{kwargs.get('run', 'weights')}: not a readable safetensors file ({e})"

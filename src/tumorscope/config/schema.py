@@ -321,6 +321,33 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """``tumorscope export``: what an exported model must keep.
+
+    Attributes:
+        max_accuracy_change: Largest change against the PyTorch run, on the validation
+            split, of Dice, slice AUC and 2D-image AUC an export may have (absolute); an
+            INT8 export over it is refused.
+        calibration_slices: Training slices the INT8 ranges are calibrated on.
+        parity_probability: Largest tumour-probability difference an FP32 export may
+            have against PyTorch on real slices.
+        parity_mask_agreement: Smallest share of mask pixels an FP32 export must agree
+            on with PyTorch.
+    """
+
+    max_accuracy_change: float = 0.005
+    calibration_slices: int = 256
+    parity_probability: float = 1e-4
+    parity_mask_agreement: float = 0.999
+
+    def validate(self) -> None:
+        _range("export.max_accuracy_change", self.max_accuracy_change, 0, 1)
+        _range("export.calibration_slices", self.calibration_slices, 1, 100_000)
+        _range("export.parity_probability", self.parity_probability, 0, 1)
+        _range("export.parity_mask_agreement", self.parity_mask_agreement, 0, 1)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -331,6 +358,7 @@ class Config:
     stages: tuple[StageConfig, ...] = ()
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> None:
         _check_finite(self, "")
@@ -339,6 +367,7 @@ class Config:
         self.loss.validate()
         self.calibration.validate()
         self.runtime.validate()
+        self.export.validate()
         _check(
             self.model.in_channels == len(self.data.channels),
             "model.in_channels",

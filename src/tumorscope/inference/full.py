@@ -28,6 +28,7 @@ from tumorscope.inference.uncertainty import (
     tta,
 )
 from tumorscope.models.multitask import MultiTaskNet
+from tumorscope.runs.onnx import OnnxBackend
 
 
 class FullPredictor(Protocol):
@@ -38,6 +39,9 @@ class FullPredictor(Protocol):
 
     @property
     def model(self) -> MultiTaskNet: ...
+
+    @property
+    def network(self) -> MultiTaskNet | OnnxBackend: ...
 
     def predict(
         self, image: ImageInput, *, name: str | None = None, gate_threshold: float | None = None
@@ -254,7 +258,8 @@ def predict_full(
     method = cast(CamMethod, cam_method)
     if not review_cutoff >= 0:
         raise ValueError(f"review_cutoff: must be >= 0 nats, got {review_cutoff}")
-    model = predictor.model
+    network = predictor.network
+    model = predictor.model if gradcam else None  # Grad-CAM alone needs the PyTorch network
     loaded, src = None, "image"
     base: SliceResult | VolumeResult
     if is_2d_item(image_or_case):
@@ -289,15 +294,15 @@ def predict_full(
     mc = None
     if tta_views and images.shape[0]:
         mc = tta(
-            model, images, views=tta_views, mc_samples=mc_samples, seed=seed,
+            network, images, views=tta_views, mc_samples=mc_samples, seed=seed,
             temperature=predictor.temperature,
         )  # fmt: skip
     elif mc_samples and images.shape[0]:
         mc = mc_dropout(
-            model, images, samples=mc_samples, seed=seed, temperature=predictor.temperature
+            network, images, samples=mc_samples, seed=seed, temperature=predictor.temperature
         )
     cam_t = cam_s = None
-    if gradcam and images.shape[0]:
+    if model is not None and images.shape[0]:
         if model.tumour_head is not None:
             cam_t = gradcam_maps(model, images, target="tumour", method=method)
         if model.survival_head is not None and used.size:

@@ -33,6 +33,7 @@ from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
 from tumorscope.runs import Backend, Calibration, LoadedRun, RunManifest, TorchBackend, load_run
 from tumorscope.runs.files import MANIFEST_FILE, write_checkpoint
+from tumorscope.runs.onnx import OnnxBackend
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,32 @@ class Predictor:
 
     @property
     def model(self) -> MultiTaskNet:
-        """The PyTorch network (MC dropout and Grad-CAM need it).
+        """The PyTorch network (Grad-CAM needs it).
 
         Raises:
-            DataError: the backend is not a PyTorch one.
+            DataError: the backend is not a PyTorch one (an export names its source run).
         """
         if not isinstance(self.backend, TorchBackend):
-            raise DataError("<predictor>", "this predictor's backend has no PyTorch model")
+            export = self.manifest.export or {}
+            source = (export.get("source") or {}).get("run", "the run it was exported from")
+            raise DataError(
+                "<export>" if export else "<predictor>",
+                "Grad-CAM needs the PyTorch network and this is an ONNX export (its graphs "
+                f"carry no gradients): ask for Grad-CAM with {source}",
+            )
         return self.backend.model
+
+    @property
+    def network(self) -> MultiTaskNet | OnnxBackend:
+        """What MC dropout and test-time augmentation sample: the PyTorch network, or an
+        export's graphs (the tail graph takes the dropout masks as inputs).
+
+        Raises:
+            DataError: a backend that can do neither.
+        """
+        if isinstance(self.backend, OnnxBackend):
+            return self.backend
+        return self.model
 
     @classmethod
     def from_loaded(cls, run: LoadedRun, *, batch_size: int = 16) -> Predictor:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from tumorscope.inference.gradcam import gradcam
 from tumorscope.inference.views import IDENTITY, View, default_views
 from tumorscope.models.multitask import MultiTaskNet, pad_to_multiple, unpad
+from tumorscope.runs.onnx import OnnxBackend
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +167,71 @@ class _DropoutOnly:
             m.training = mode
 
 
+class _TorchSampler:
+    """Trunk once, tail per sample, on a ``MultiTaskNet`` (dropout layers alone sampling)."""
+
+    def __init__(self, model: MultiTaskNet, wanted: tuple[str, ...]) -> None:
+        model.resolve_tasks(wanted)
+        self.model, self.wanted = model, wanted
+        self.size_multiple = model.size_multiple
+
+    @contextmanager
+    def sampling(self, on: bool, seed: int) -> Iterator[None]:
+        with torch.random.fork_rng(devices=[]), _DropoutOnly(self.model, on):
+            torch.manual_seed(seed)
+            yield
+
+    def trunk(self, x: torch.Tensor) -> Any:
+        return self.model.trunk(x, self.wanted)
+
+    def tail(self, state: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        out = self.model.tail(state, self.wanted)
+        return out.seg_logits, out.tumour_logit
+
+
+class _OnnxSampler:
+    """The same on an exported run's graphs: the tail graph fed sampled dropout masks
+    (inverted dropout, as the layers draw them in training mode) from a seeded generator."""
+
+    def __init__(self, backend: OnnxBackend, wanted: tuple[str, ...]) -> None:
+        missing = [t for t in wanted if t not in backend.tasks]
+        if missing:
+            raise ValueError(f"tasks: {missing} have no head in this model")
+        self.backend, self.wanted = backend, wanted
+        self.size_multiple = backend.size_multiple
+        self.on, self.rng = False, np.random.default_rng(0)
+
+    @contextmanager
+    def sampling(self, on: bool, seed: int) -> Iterator[None]:
+        self.on, self.rng = on, np.random.default_rng(seed)
+        yield
+
+    def trunk(self, x: torch.Tensor) -> Any:
+        return self.backend.run_trunk(x.numpy())[0]
+
+    def tail(self, state: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        n = state["readout"].shape[0]
+        masks = [m.sample(n, self.rng) if self.on else m.ones(n) for m in self.backend.masks]
+        out = self.backend.run_tail(state, masks)
+        seg = out.get("seg_logits") if "segmentation" in self.wanted else None
+        tum = out.get("tumour_logit") if "tumour" in self.wanted else None
+        return (
+            None if seg is None else torch.from_numpy(seg),
+            None if tum is None else torch.from_numpy(tum),
+        )
+
+
+def _sampler(
+    model: MultiTaskNet | OnnxBackend, wanted: tuple[str, ...]
+) -> _TorchSampler | _OnnxSampler:
+    if isinstance(model, OnnxBackend):
+        return _OnnxSampler(model, wanted)
+    return _TorchSampler(model, wanted)
+
+
 @torch.no_grad()
 def mc_dropout(
-    model: MultiTaskNet,
+    model: MultiTaskNet | OnnxBackend,
     images: np.ndarray | torch.Tensor,
     *,
     samples: int = DEFAULT_SAMPLES,
@@ -184,6 +248,9 @@ def mc_dropout(
     times; the distribution has ``len(views) × samples`` members (see :func:`tta`).
 
     Args:
+        model: The network, or an exported run's ONNX Runtime backend (its tail graph takes
+            the dropout masks as inputs; they come from a generator seeded with ``seed``,
+            so the two backends draw different masks).
         images: ``(N, C, S, S)`` float preprocessed slices (padded internally).
         samples: Number of dropout samples ``T`` (>= 1).
         tasks: Tasks to sample (default: ``segmentation`` and ``tumour`` where built).
@@ -213,7 +280,7 @@ def mc_dropout(
     if not views:
         raise ValueError("views: at least one view (the identity) is needed")
     wanted = tuple(t for t in _DEFAULT_TASKS if t in model.tasks) if tasks is None else tuple(tasks)
-    model.resolve_tasks(wanted)
+    net = _sampler(model, wanted)
     x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x_all.ndim != 4:
         raise ValueError(f"images: expected (N, C, S, S), got {tuple(x_all.shape)}")
@@ -222,8 +289,7 @@ def mc_dropout(
     acc: dict[str, list[torch.Tensor]] = {}
     tumour: list[torch.Tensor] = []
     kept: list[torch.Tensor] = []
-    with torch.random.fork_rng(devices=[]), _DropoutOnly(model, sampling):
-        torch.manual_seed(seed)
+    with net.sampling(sampling, seed):
         # All views of a slice share a trunk batch of at most ``batch_size`` images: a
         # bigger one is no faster on a CPU (measured 1.2-1.7x slower at 8 views x 4 slices).
         step = max(1, batch_size // len(views))
@@ -231,18 +297,18 @@ def mc_dropout(
             xb = x_all[start : start + step]
             b = int(xb.shape[0])
             xv = xb if views == (IDENTITY,) else torch.cat([v.forward(xb) for v in views])
-            x, pad = pad_to_multiple(xv, model.size_multiple)
-            trunk = model.trunk(x, wanted)
+            x, pad = pad_to_multiple(xv, net.size_multiple)
+            trunk = net.trunk(x)
             stats = _Moments()
             t_chunk: list[torch.Tensor] = []
             k_chunk: list[torch.Tensor] = []
             for _ in range(samples):
-                out = model.tail(trunk, wanted)
-                if out.tumour_logit is not None:
-                    t = torch.sigmoid(out.tumour_logit.double().reshape(-1) / temperature)
+                seg_logits, tumour_logit = net.tail(trunk)
+                if tumour_logit is not None:
+                    t = torch.sigmoid(tumour_logit.double().reshape(-1) / temperature)
                     t_chunk.extend(t.reshape(len(views), b))
-                if seg and out.seg_logits is not None:
-                    z_all = unpad(out.seg_logits, pad).float()
+                if seg and seg_logits is not None:
+                    z_all = unpad(seg_logits, pad).float()
                     for k, view in enumerate(views):
                         p = stats.add(z_all[k * b : (k + 1) * b], view)
                         if keep_samples:
@@ -338,7 +404,7 @@ class _Moments:
 
 
 def tta(
-    model: MultiTaskNet,
+    model: MultiTaskNet | OnnxBackend,
     images: np.ndarray | torch.Tensor,
     *,
     views: int | Sequence[View] = 8,
@@ -348,7 +414,7 @@ def tta(
     """Test-time augmentation, merged with MC dropout when ``mc_samples > 0``.
 
     Args:
-        model: The network.
+        model: The network or an exported run's backend (see :func:`mc_dropout`).
         images: ``(N, C, S, S)`` preprocessed slices.
         views: Number of :data:`~tumorscope.inference.views.DEFAULT_VIEWS` (1–8), or the
             views themselves.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -87,11 +87,14 @@ class Trunk:
         decoder: The decoder's deterministic part (up to the MC-dropout layer); None when
             neither segmentation nor the segmentation evidence is needed.
         readout: ``(B, F)`` pooled features, input of the slice heads.
+        pre_norm: Every encoder stage's map before its last normalisation, fine → coarse
+            (their spatial means are the out-of-domain features of an exported graph).
     """
 
     features: list[torch.Tensor]
     decoder: DecoderTrunk | None
     readout: torch.Tensor
+    pre_norm: list[torch.Tensor] = field(default_factory=list)
 
 
 def _exporting() -> bool:
@@ -364,7 +367,7 @@ class MultiTaskNet(nn.Module):
             readout = pooled_readout(pre_norm[-READOUT_STAGES:])
         else:
             readout = features[-1].mean(dim=(2, 3))
-        return Trunk(features=features, decoder=decoder, readout=readout)
+        return Trunk(features=features, decoder=decoder, readout=readout, pre_norm=pre_norm)
 
     def tail(self, trunk: Trunk, tasks: Iterable[str] | None = None) -> ModelOutput:
         """Stochastic part: dropout → last decoder block → segmentation head (+ evidence);

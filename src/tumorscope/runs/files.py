@@ -178,7 +178,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """Read and hash-verify a checkpoint folder's manifest.
 
     Every entry of ``files`` must be a plain relative path inside the folder, and the
-    weights file must be among them: nothing unlisted is ever loaded.
+    weights file (an export's graphs) must be among them: nothing unlisted is ever loaded.
 
     Raises:
         CheckpointError: missing or malformed manifest, missing file or hash mismatch.
@@ -190,10 +190,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     files = manifest.get("files", {})
     if not isinstance(files, dict):
         raise CheckpointError(f"{path}: 'files' is not a mapping of file name to sha256")
-    if MODEL_FILE not in files:
-        raise CheckpointError(
-            f"{path}: {MODEL_FILE} is not listed with its sha256 (weights would load unverified)"
-        )
+    export = manifest.get("export")
+    graphs = export.get("graphs") if isinstance(export, dict) else None
+    weights = list(graphs.values()) if isinstance(graphs, dict) and graphs else [MODEL_FILE]
+    for name in weights:
+        if name not in files:
+            raise CheckpointError(
+                f"{path}: {name} is not listed with its sha256 (weights would load unverified)"
+            )
     for name, digest in files.items():
         f = _listed_file(folder, name, path)
         if not isinstance(digest, str) or len(digest) != 64:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tumorscope import __version__
-from tumorscope.config import CalibrationConfig, Config, config_from_dict
+from tumorscope.config import TASKS, CalibrationConfig, Config, config_from_dict
 from tumorscope.data.spec import PreprocessSpec
 from tumorscope.data.types import DataError
 from tumorscope.models.multitask import MultiTaskNet
@@ -35,6 +35,7 @@ from tumorscope.runs.files import (
     read_tensors,
 )
 from tumorscope.runs.manifest import Calibration, RunManifest
+from tumorscope.runs.onnx import DropoutMask, OnnxBackend
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,10 @@ class LoadedRun:
             DataError: the backend is not a PyTorch one.
         """
         if not isinstance(self.backend, TorchBackend):
-            raise DataError(self.path, "this run's backend has no PyTorch model")
+            raise DataError(
+                self.path,
+                f"this run's backend ({type(self.backend).__name__}) has no PyTorch model",
+            )
         return self.backend.model
 
 
@@ -270,10 +274,15 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
         raise DataError(
             source, f"lists {len(cols)} clinical column(s) {cols} for a model that takes {k}"
         )
+    backend: Backend
     try:
         spec = PreprocessSpec.from_dict(dict(manifest.preprocessing))
-        model = create_model(cfg.model)
-        _load_weights(model, read_tensors(path / MODEL_FILE), path, manifest)
+        if manifest.export is not None:
+            backend = _onnx_backend(path, manifest, cfg, batch_size)
+        else:
+            model = create_model(cfg.model)
+            _load_weights(model, read_tensors(path / MODEL_FILE), path, manifest)
+            backend = TorchBackend(model, batch_size=batch_size)
         domain = read_domain(path, manifest)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         if isinstance(e, CheckpointError | DataError):
@@ -285,9 +294,40 @@ def load_run(folder: str | Path, *, batch_size: int = 16) -> LoadedRun:
         config=cfg,
         spec=spec,
         calibration=calibration,
-        backend=TorchBackend(model, batch_size=batch_size),
+        backend=backend,
         domain=domain,
     )
+
+
+def _onnx_backend(path: Path, manifest: RunManifest, cfg: Config, batch_size: int) -> OnnxBackend:
+    """The ONNX Runtime backend of an export folder (its manifest's ``export`` entry).
+
+    Raises:
+        DataError: an ``export`` entry this version cannot read, or a graph ONNX Runtime
+            cannot open, naming the file.
+    """
+    export = manifest.export or {}
+    source = path / MANIFEST_FILE
+    try:
+        masks = [DropoutMask.from_dict(m) for m in export["masks"]]
+        size = int(export["size"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(source, f"malformed 'export' entry ({e!r}); re-export the run") from None
+    tasks = tuple(t for t in TASKS if t == "segmentation" or t in cfg.model.heads)
+    try:
+        return OnnxBackend(
+            path,
+            tasks=tasks,
+            size=size,
+            channels=cfg.model.in_channels,
+            masks=masks,
+            clinical_features=cfg.model.clinical_features,
+            batch_size=batch_size,
+        )
+    except DataError:
+        raise
+    except Exception as e:  # onnxruntime raises its own error types for a damaged graph
+        raise DataError(path, f"an exported graph cannot be opened by ONNX Runtime: {e}") from None
 
 
 def _load_weights(

@@ -155,6 +155,7 @@ class RunManifest(_JsonView):
         channels: Input channels, in model order.
         clinical_columns: Clinical covariates the survival head takes, in order.
         world_size: Training processes.
+        data: The data folders training read, absolute (the default data of ``export``).
         calibration: Present on a finished run; None on a stage checkpoint.
         splits: Split name → patient ids (finished runs).
         stage: Stage name of a stage checkpoint.
@@ -162,6 +163,8 @@ class RunManifest(_JsonView):
         metrics: Validation metrics.
         stages: Per-stage training summary (finished runs).
         files: File name → sha256 of every other file in the folder.
+        export: What ``tumorscope export`` made of the run (format, graphs, dropout masks,
+            parity and accuracy figures, the source run); None for a PyTorch run.
         extra: Keys this version does not interpret, kept as they were.
     """
 
@@ -172,6 +175,7 @@ class RunManifest(_JsonView):
     channels: tuple[str, ...] = ()
     clinical_columns: tuple[str, ...] = ()
     world_size: int = 1
+    data: tuple[str, ...] = ()
     calibration: Calibration | None = None
     splits: dict[str, list[str]] | None = None
     stage: str | None = None
@@ -179,6 +183,7 @@ class RunManifest(_JsonView):
     metrics: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    export: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     code_version: str = __version__
     disclaimer: str = DISCLAIMER
@@ -207,12 +212,15 @@ class RunManifest(_JsonView):
             "clinical_columns": list(self.clinical_columns),
             "world_size": self.world_size,
         }
+        if self.data:
+            out["data"] = list(self.data)
         optional = {
             "stage": self.stage,
             "step": self.step,
             "stages": self.stages or None,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "splits": self.splits,
+            "export": self.export,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         out["metrics"] = self.metrics
@@ -252,7 +260,7 @@ class RunManifest(_JsonView):
         try:
             if values.get("calibration") is not None:
                 values["calibration"] = Calibration.from_dict(values["calibration"], config=cfg_cal)
-            for key in ("heads", "regions", "channels", "clinical_columns"):
+            for key in ("heads", "regions", "channels", "clinical_columns", "data"):
                 if key in values:
                     values[key] = tuple(str(v) for v in values[key] or ())
             values["world_size"] = int(values.get("world_size", 1))

@@ -104,6 +104,12 @@ def model_info(
         validation_metrics=dict(m.metrics),
         report=report,
         survival=cohort_survival(cal),
+        capabilities={
+            "mc_dropout": True,
+            "tta": True,
+            "gradcam": isinstance(predictor.backend, TorchBackend),
+        },
+        export=m.export,
         files_sha256=dict(m.files),
         limits=limits,
         disclaimer=DISCLAIMER,

@@ -52,6 +52,11 @@ def _state(request: Request) -> ServiceState:
     return state
 
 
+def _can_gradcam(state: ServiceState) -> bool:
+    """Whether the served backend computes Grad-CAM (an ONNX export does not)."""
+    return state.info is not None and state.info.capabilities.get("gradcam", False)
+
+
 def _deadline(request: Request, state: ServiceState) -> float:
     arrival = getattr(request.state, "arrival", time.monotonic())
     return float(arrival) + state.settings.deadline_s
@@ -142,6 +147,13 @@ async def _predict_one(
     gradcam: bool,
 ) -> tuple[schemas.SlicePrediction, SliceResult]:
     state = _state(request)
+    if gradcam and not _can_gradcam(state):
+        raise ServiceError(
+            422,
+            "not_available",
+            "gradcam: this model is an ONNX export, whose graphs carry no gradients; "
+            "Grad-CAM needs the PyTorch run (see capabilities in /model/info)",
+        )
     if samples is None:
         samples = DEFAULT_SAMPLES[uncertainty]
     if samples > state.settings.max_samples:
@@ -185,9 +197,17 @@ async def predict_multitask(
     request: Request,
     file: Annotated[UploadFile, File(description="PNG, JPEG, DICOM or 2D NIfTI slice")],
     gate: Gate = None,
-    gradcam: WithCam = True,
+    gradcam: Annotated[
+        bool | None,
+        Query(
+            description="Add the Grad-CAM overlay of the tumour decision (default: where "
+            "the backend can compute it, i.e. not on an ONNX export)"
+        ),
+    ] = None,
 ) -> schemas.MultitaskPrediction:
     """``/predict`` with the brain prototype's response fields (its clients keep working)."""
+    if gradcam is None:
+        gradcam = _can_gradcam(_state(request))
     answer, result = await _predict_one(request, file, gate, "none", 1, gradcam)
     return render.multitask_prediction(answer, result)
 

@@ -219,6 +219,13 @@ class ModelInfo(BaseModel):
     survival: CohortSurvival | None = Field(
         description="The training cohort's survival; None when the run stores no outcomes"
     )
+    capabilities: dict[str, bool] = Field(
+        description="What this backend computes on request: mc_dropout, tta, gradcam"
+    )
+    export: dict[str, Any] | None = Field(
+        description="For an exported run (tumorscope export): its format, graphs, parity "
+        "figures, quantisation choices and source run; None for a PyTorch run"
+    )
     files_sha256: dict[str, str]
     limits: dict[str, int]
     disclaimer: str

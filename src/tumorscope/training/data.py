@@ -41,10 +41,13 @@ class StageData:
     Attributes:
         prepared: Output of :func:`tumorscope.data.cache.prepare`.
         cfg: Experiment config.
+        roots: The data folders it came from, absolute (recorded in the run's manifest;
+            empty for a rank that opened another's preparation).
     """
 
     prepared: PreparedData
     cfg: Config
+    roots: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, *, data: Sequence[str | Path], cfg: Config, cache: Path) -> StageData:
@@ -58,7 +61,8 @@ class StageData:
                 f"model.clinical_features: {k}, but the data has {len(cols)} clinical "
                 f"column(s) {cols}; set it to {len(cols)} (or 0 for none)"
             )
-        return cls(prepared=prepared, cfg=cfg)
+        roots = tuple(str(Path(d).resolve()) for d in data)
+        return cls(prepared=prepared, cfg=cfg, roots=roots)
 
     @classmethod
     def load(cls, *, cfg: Config, cache: Path) -> StageData:

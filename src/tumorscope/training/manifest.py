@@ -26,5 +26,6 @@ def run_manifest(cfg: Config, stage_data: StageData, world_size: int, **fields: 
         channels=tuple(cfg.data.channels),
         clinical_columns=tuple(stage_data.clinical_columns()),
         world_size=world_size,
+        data=stage_data.roots,
         **fields,
     )

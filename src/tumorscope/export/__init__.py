@@ -1,0 +1,1 @@
+"""Export of a trained run for CPU deployment (ONNX Runtime, FP32 and INT8)."""
