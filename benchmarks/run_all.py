@@ -28,6 +28,7 @@ SCRIPTS = [
     "training.py",
     "inference.py",
     "uncertainty.py",
+    "export.py",
     "service.py",
     "peers.py",
 ]

@@ -56,6 +56,9 @@ DEMO_TABLE = {
     "C-index (Harrell)": "survival.c_index",
     "C-index, oracle": "survival.c_index_oracle",
     "ECE after temperature": "calibration.ece_after_temperature",
+    "review rate at the run's cut-off, slices": "selective.slices.review_rate",
+    "error of the decisions not flagged, slices": "selective.slices.accepted_error",
+    "uncertainty AUROC for wrong slice decisions": "selective.slices.uncertainty_auroc",
 }
 
 

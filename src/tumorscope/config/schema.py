@@ -255,6 +255,12 @@ class CalibrationConfig:
         min_component_ml: 3D mask components smaller than this (mL) are removed (0 = keep all).
         tau_quantile: Survival horizon ``tau`` as this quantile of training follow-up times.
         ece_bins: Equal-width bins of the expected calibration error.
+        review_target_error: The operating point of the review flag: the largest error
+            rate allowed among the validation slice/image decisions that are *not* sent for
+            review. The cut-off ``review_confidence`` stored in the manifest is the smallest
+            confidence ``|p − threshold|`` whose accepted validation decisions reach it
+            (:func:`tumorscope.metrics.selective.review_cutoff`); None = no confidence-based
+            review.
     """
 
     temperature: bool = True
@@ -265,6 +271,7 @@ class CalibrationConfig:
     min_component_ml: float = 0.1
     tau_quantile: float = 0.8
     ece_bins: int = 10
+    review_target_error: float | None = 0.02
 
     def validate(self) -> None:
         _range("calibration.target_sensitivity", self.target_sensitivity, 0, 1, open_lo=True)
@@ -272,6 +279,8 @@ class CalibrationConfig:
         _range("calibration.min_component_ml", self.min_component_ml, 0, 10**6)
         _range("calibration.tau_quantile", self.tau_quantile, 0, 1, open_lo=True)
         _range("calibration.ece_bins", self.ece_bins, 2, 1000)
+        if self.review_target_error is not None:
+            _range("calibration.review_target_error", self.review_target_error, 0, 1, open_hi=True)
 
 
 @dataclass(frozen=True)

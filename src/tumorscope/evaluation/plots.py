@@ -21,6 +21,7 @@ from sklearn.metrics import (
 from tumorscope.evaluation.collect import Overlay
 from tumorscope.fileio import atomic_save_figure
 from tumorscope.metrics.calibration import ece, reliability_curve
+from tumorscope.metrics.selective import review_rate, risk_coverage, uncertainty_auroc
 from tumorscope.metrics.survival import kaplan_meier
 
 if TYPE_CHECKING:
@@ -128,6 +129,50 @@ def plot_reliability(
     binning = "equal-mass" if strategy == "quantile" else "equal-width"
     ax.set(title=f"Reliability diagram ({n_bins} {binning} bins)", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_risk_coverage(
+    sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    coverage: float = 0.9,
+    review_confidence: float | None = None,
+) -> Path:
+    """Risk–coverage curves: error rate of the most confident decisions against coverage.
+
+    Args:
+        sets: Name → ``(confidence (N,), wrong (N,))`` (``tumorscope.metrics.selective``).
+        path: Output PNG.
+        coverage: Coverage marked by a vertical line (the ``error_at_90`` of ``metrics.json``).
+        review_confidence: The run's review cut-off: each curve marks the coverage it keeps.
+    """
+    usable = {k: v for k, v in sets.items() if np.asarray(v[0]).size > 0}
+    title = "Risk–coverage (selective prediction)"
+    if not usable:
+        return unavailable(path, title, "no classification decision")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (conf, wrong) in usable.items():
+        cov, risk = risk_coverage(conf, np.asarray(wrong, dtype=float))
+        auroc = uncertainty_auroc(conf, wrong)
+        auc = "n/a" if not np.isfinite(auroc) else f"{auroc:.3f}"
+        (line,) = ax.plot(
+            np.r_[0.0, cov],
+            np.r_[risk[0], risk],
+            label=f"{name} (n={cov.size}, error {risk[-1]:.3f}, uncertainty AUROC {auc})",
+        )
+        if review_confidence is not None:
+            kept = 1.0 - review_rate(conf, review_confidence)
+            if kept > 0:
+                k = max(1, round(kept * cov.size))
+                ax.plot(kept, risk[k - 1], "o", color=line.get_color())
+    ax.axvline(coverage, linestyle=":", color="grey", label=f"{100 * coverage:g} % coverage")
+    note = "" if review_confidence is None else f"\n(dots: review cut-off {review_confidence:.3f})"
+    ax.set(xlabel="coverage (fraction of decisions accepted, most confident first)")
+    ax.set(ylabel="error rate of the accepted decisions", xlim=(0, 1.01))
+    ax.set_ylim(bottom=0)
+    ax.set_title(title + note)
+    ax.legend(loc="upper left", fontsize=7)
     return _save(fig, path)
 
 

@@ -16,12 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tumorscope import DISCLAIMER
 from tumorscope.evaluation import plots
 from tumorscope.evaluation.collect import HeldOut, classification_units, survival_arrays
 from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import risk_groups
 from tumorscope.evaluation.seen import describe
+from tumorscope.evaluation.selective import unit_confidence
 from tumorscope.fileio import OutputFolder
 from tumorscope.metrics.calibration import apply_temperature
 from tumorscope.runs.manifest import Calibration
@@ -35,6 +38,7 @@ PLOT_FILES = {
     "roc": "roc.png",
     "pr": "pr.png",
     "reliability": "reliability.png",
+    "risk_coverage": "risk_coverage.png",
     "km": "km.png",
     "dice": "dice.png",
     "overlays": "overlays.png",
@@ -136,10 +140,20 @@ def _plots(
     if len(curves) > 1:  # after temperature, per source
         reliability.update({f"{src}, after": c for src, c in curves.items() if src != "all"})
     groups = risk_groups(s["risk"], calibration)
+    conf, wrong = unit_confidence(u, held.threshold)
+    kinds = {"slices": u.kind == "slice", "images": u.kind == "image"}
+    selective = {k: (conf[m], wrong[m]) for k, m in kinds.items()}
+    for src in sorted(set(u.source.tolist())):  # a source that is not a kind on its own
+        m = u.source == src
+        if not any(np.array_equal(m, k) for k in kinds.values()):
+            selective[str(src)] = (conf[m], wrong[m])
     draw = {
         "roc": lambda path: plots.plot_roc(curves, path),
         "pr": lambda path: plots.plot_pr(curves, path),
         "reliability": lambda path: plots.plot_reliability(reliability, path),
+        "risk_coverage": lambda path: plots.plot_risk_coverage(
+            selective, path, review_confidence=calibration.review_confidence
+        ),
         "km": lambda path: plots.plot_km(s["time"], s["event"], groups, p, path),
         "dice": lambda path: plots.plot_dice(held.dice_by_region, path),
         "overlays": lambda path: plots.plot_overlays(held.overlays, path),
@@ -199,6 +213,52 @@ def stratum_table(metrics: Mapping[str, Any]) -> list[str]:
     return lines + ([""] if strata.get("warnings") else [])
 
 
+def selective_table(metrics: Mapping[str, Any]) -> list[str]:
+    """``report.md`` lines of the ``selective`` section (none for a report without it)."""
+    sel = metrics.get("selective")
+    if sel is None:
+        return []
+    cut = sel.get("review_confidence")
+    target = sel.get("review_target_error")
+    at = (
+        "The run has no review cut-off (trained before `review_confidence` existed): no review rate"
+        if cut is None
+        else f"Review cut-off: confidence < {cut:.3f}"
+        + ("" if target is None else f", chosen on validation for error ≤ {100 * target:g} %")
+    )
+    pct = f"{100 * sel['coverage']:g} %"
+    lines = [
+        "## selective prediction",
+        "",
+        f"Confidence = {sel['confidence_definition']}. Error at {pct} coverage: the error "
+        f"rate of the {pct} most confident decisions; ratio = that over the error of all. "
+        f"AURC: area under the risk–coverage curve. {at}.",
+        "",
+        "| decisions | n | wrong | uncertainty AUROC | error (all) | error at "
+        f"{pct} | ratio | AURC | review rate | accepted error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = (
+        "uncertainty_auroc", "error_full", "error_at_90", "error_ratio_at_90", "aurc",
+        "review_rate", "accepted_error",
+    )  # fmt: skip
+    groups = [("slices", sel["slices"]), ("images", sel["images"])]
+    groups += [(f"source {k}", v) for k, v in sel["by_source"].items()]
+    shown = keys if cut is not None else keys[:-2]  # the note above says why not
+    for name, g in groups:
+        cells = " | ".join([format_figure(g[k]) for k in shown] + ["–"] * (len(keys) - len(shown)))
+        lines.append(f"| {name} | {g['n_decisions']} | {g['n_wrong']} | {cells} |")
+    v = sel["volumes"]
+    lines += [
+        "",
+        f"Volumes: AUROC of the case uncertainty ({v['uncertainty_definition']}) for Dice < "
+        f"{v['dice_cut']:g} ({v['n_low_dice']} of {v['n_volumes']} volumes): "
+        f"{format_figure(v['low_dice_auroc'])}.",
+        "",
+    ]
+    return lines
+
+
 def markdown_report(
     metrics: Mapping[str, Any], held: HeldOut, plot_files: Mapping[str, Path]
 ) -> str:
@@ -235,6 +295,7 @@ def markdown_report(
         lines.append("")
         if section == "classification":
             lines += stratum_table(m)
+    lines += selective_table(m)
     lines += ["## plots", ""]
     for name, path in plot_files.items():
         lines += [f"### {name}", "", f"![{name}]({path.name})", ""]
@@ -287,6 +348,7 @@ __all__ = [
     "load_predictions",
     "markdown_report",
     "predictions_dict",
+    "selective_table",
     "stratum_table",
     "write_report",
 ]

@@ -2,7 +2,8 @@
 
 Every figure is ``{"value": number|null, "ci95": [lo, hi]|null, "n": int, "unit": str}``;
 a null value carries a ``reason``. Keys listed here are always present (``by_stratum`` only
-where an image folder has a ``strata.csv``); more are allowed.
+where an image folder has a ``strata.csv``; ``selective`` in reports written since it
+existed, so older ones still validate); more are allowed.
 :func:`figure`, :func:`undefined` and :func:`boot_figure` build figures in this format.
 """
 
@@ -76,6 +77,52 @@ RELIABILITY: dict[str, Any] = {
 }
 
 
+def _curve(x: str, y: str) -> dict[str, Any]:
+    """A curve: number arrays ``x`` and ``y`` (``evaluation.selective``)."""
+    return {
+        "type": "object",
+        "required": [x, y],
+        "properties": {x: _array_of("number"), y: _array_of("number")},
+    }
+
+
+#: One group of decisions of ``selective`` (``evaluation.selective.decision_figures``).
+DECISIONS = _section(
+    [
+        "uncertainty_auroc", "error_full", "error_at_90", "error_ratio_at_90", "aurc",
+        "review_rate", "accepted_error",
+    ],
+    n_decisions={"type": "integer", "minimum": 0},
+    n_wrong={"type": "integer", "minimum": 0},
+    risk_coverage=_curve("coverage", "risk"),
+)  # fmt: skip
+SELECTIVE: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "confidence_definition", "threshold", "coverage", "review_confidence", "slices",
+        "images", "by_source", "volumes",
+    ],
+    "properties": {
+        "confidence_definition": {"type": "string"},
+        "threshold": {"type": "number"},
+        "coverage": {"type": "number"},
+        "review_confidence": {"type": ["number", "null"]},
+        "review_target_error": {"type": ["number", "null"]},
+        "slices": DECISIONS,
+        "images": DECISIONS,
+        "by_source": {"type": "object", "additionalProperties": DECISIONS},
+        "volumes": _section(
+            ["low_dice_auroc"],
+            uncertainty_definition={"type": "string"},
+            dice_cut={"type": "number"},
+            n_volumes={"type": "integer", "minimum": 0},
+            n_low_dice={"type": "integer", "minimum": 0},
+            dice_coverage=_curve("coverage", "mean_dice"),
+        ),
+    },
+}  # fmt: skip
+
+
 METRICS_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "tumorscope metrics.json",
@@ -107,6 +154,7 @@ METRICS_SCHEMA: dict[str, Any] = {
                 "properties": {"strategy": {"type": "string"}, "bins": {"type": "integer"}},
             },
         ),
+        "selective": SELECTIVE,  # optional: reports before it lack the section
         "meta": {"type": "object"},
     },
 }

@@ -2,7 +2,8 @@
 
 :func:`compute_metrics` turns a :class:`~tumorscope.evaluation.collect.HeldOut` and the
 run's calibration into the nested ``metrics.json`` content (without ``meta``): one section
-each for segmentation, classification, survival and calibration. Every figure is
+each for segmentation, classification, survival, calibration and selective prediction
+(:mod:`~tumorscope.evaluation.selective`). Every figure is
 ``{"value", "ci95", "n", "unit"}`` (``n`` = patients resampled by the bootstrap) and a figure
 undefined on the data is ``{"value": null, ..., "reason": ...}``.
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from tumorscope.evaluation.collect import HeldOut, Units, classification_units, survival_arrays
 from tumorscope.evaluation.schema import boot_figure, figure, undefined
+from tumorscope.evaluation.selective import selective_section
 from tumorscope.evaluation.strata import CELL, STRATA
 from tumorscope.metrics import survival as sm
 from tumorscope.metrics.calibration import apply_temperature, brier, ece, reliability_curve
@@ -351,4 +353,5 @@ def compute_metrics(
         "classification": classification_section(held, n_boot, seed),
         "survival": survival_section(held, calibration, n_boot, seed),
         "calibration": calibration_section(held, n_boot, seed),
+        "selective": selective_section(held, calibration, n_boot, seed),
     }

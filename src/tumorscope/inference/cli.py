@@ -141,7 +141,8 @@ def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
         what = f"no mask ({result.mask_reason})" if result.mask is None else f"mask {px} px"
     warn = f", {len(result.warnings)} warning(s)" if result.warnings else ""
     unchecked = ", domain not checked" if result.domain.in_domain is None else ""
-    return f"{head}, {what}{warn}{unchecked} -> {json_path}"
+    review = ", NEEDS REVIEW (inside the review band)" if result.review.needs_review else ""
+    return f"{head}, {what}{review}{warn}{unchecked} -> {json_path}"
 
 
 def predict_inputs(

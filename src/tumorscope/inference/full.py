@@ -107,7 +107,11 @@ class FullResult:
 
     @property
     def needs_review(self) -> bool | None:
-        """True when the score is above the cut-off; None without MC samples."""
+        """True when the score is above the cut-off; None without MC samples.
+
+        The confidence-based flag, which needs no samples, is ``base.review``
+        (:mod:`tumorscope.inference.review`); a caller flags a case when either is set.
+        """
         score = self.uncertainty_score
         return None if score is None else score > self.review_cutoff
 

@@ -28,6 +28,7 @@ from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volum
 from tumorscope.inference.ood import NO_SLICES, DomainCheck
 from tumorscope.inference.postprocess import postprocess_masks
 from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult, type_probabilities
+from tumorscope.inference.review import review_decision
 from tumorscope.inference.risk import patient_risk, survival_slices
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
@@ -301,6 +302,7 @@ class Predictor:
                     image=x.image,
                     meta=x.meta,
                     domain=domains[i],
+                    review=review_decision(p, self.threshold, self.calibration),
                 )
             )
         return results
@@ -437,6 +439,7 @@ class Predictor:
             gate_threshold=gate,
             postprocess=report,
             domain=domain,
+            review=review_decision(p, self.threshold, self.calibration, what="patient tumour"),
         )
 
     def risk(

@@ -12,6 +12,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from tumorscope import DISCLAIMER
 from tumorscope.data.types import TUMOUR_TYPES, ImageMeta
 from tumorscope.inference.postprocess import PostprocessReport
+from tumorscope.inference.review import NO_CUTOFF, ReviewResult
 
 PROBABILITY_AGGREGATION = (
     "max of the calibrated slice probabilities over the slices inside the brain/body mask"
@@ -152,6 +153,8 @@ class SliceResult:
         meta: Geometry of a NIfTI or DICOM input (None for arrays and PNG/JPEG files).
         domain: The out-of-domain check: an input unlike the training data is marked, and
             its outputs are unreliable.
+        review: The confidence-based review flag of the decision
+            (:mod:`tumorscope.inference.review`).
     """
 
     name: str
@@ -168,6 +171,7 @@ class SliceResult:
     image: np.ndarray | None = None
     meta: ImageMeta | None = None
     domain: DomainResult = field(default_factory=DomainResult)
+    review: ReviewResult = field(default_factory=lambda: _unreviewed())
 
     @property
     def gated(self) -> bool:
@@ -196,6 +200,7 @@ class SliceResult:
             "tumour_type": self.tumour_type,
             "geometry": _geometry_json(self.meta),
             "domain": self.domain.to_json(),
+            "review": self.review.to_json(),
             "warnings": self.warnings,
             "disclaimer": DISCLAIMER,
         }
@@ -229,6 +234,8 @@ class VolumeResult:
         postprocess: What the post-processing removed from ``masks_ungated`` (counted
             before the patient gate); None when none was run.
         domain: The out-of-domain check over the volume's slices.
+        review: The confidence-based review flag of the patient decision (the cut-off is
+            the one chosen on validation slice and image decisions).
     """
 
     name: str
@@ -248,6 +255,7 @@ class VolumeResult:
     gate_threshold: float = 0.3
     postprocess: PostprocessReport | None = None
     domain: DomainResult = field(default_factory=DomainResult)
+    review: ReviewResult = field(default_factory=lambda: _unreviewed())
 
     def masks_in_input_geometry(self) -> np.ndarray:
         """``(R, *stored_shape)`` uint8 masks in the input's stored voxel order.
@@ -284,9 +292,15 @@ class VolumeResult:
             "slice_probabilities": {str(z): p for z, p in self.slice_probabilities.items()},
             "geometry": _geometry_json(self.meta),
             "domain": self.domain.to_json(),
+            "review": self.review.to_json(),
             "warnings": self.warnings,
             "disclaimer": DISCLAIMER,
         }
+
+
+def _unreviewed() -> ReviewResult:
+    """The flag of a result built without a calibration: not checked."""
+    return ReviewResult(None, None, None, None, NO_CUTOFF)
 
 
 def type_probabilities(out: Mapping[str, np.ndarray], i: int) -> dict[str, float] | None:

@@ -29,7 +29,8 @@ RUN_FORMAT = "tumorscope-run"
 # 1: the first runs (``format_version`` 1, no ``schema_version`` key).
 # 2: ``schema_version`` stored; calibration typed with every key present.
 # 3: calibration gains ``slice_gate`` and ``min_component_ml`` (volume post-processing).
-SCHEMA_VERSION = 3
+# 4: calibration gains ``review_confidence`` and ``review_target_error`` (the review flag).
+SCHEMA_VERSION = 4
 # A manifest without ``schema_version`` was written with schema 1.
 LEGACY_SCHEMA = 1
 # Calibration keys that are also settings of the config's ``calibration`` section.
@@ -72,6 +73,12 @@ class Calibration(_JsonView):
         tau: Survival horizon (days) inside the training follow-up, or None.
         train_survival: Training outcomes ``{"time": [...], "event": [...]}`` (IPCW), or None.
         imputation: Clinical imputation values fitted on the training split, or None.
+        review_confidence: Confidence cut-off ``κ``: a decision whose confidence
+            ``|p − threshold|`` is under it needs review; chosen on the validation split
+            for ``review_target_error`` (:func:`tumorscope.metrics.selective.review_cutoff`).
+            None = no confidence-based review (runs of schema < 4, or none configured).
+        review_target_error: The largest error rate allowed among the validation
+            decisions not sent for review, for which ``review_confidence`` was chosen.
         reasons: Key → why it holds its default.
     """
 
@@ -85,14 +92,16 @@ class Calibration(_JsonView):
     tau: float | None = None
     train_survival: dict[str, list[Any]] | None = None
     imputation: dict[str, Any] | None = None
+    review_confidence: float | None = None
+    review_target_error: float | None = None
     reasons: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"calibration: temperature {self.temperature} is not positive")
-        for name in ("threshold", "gate_threshold"):
+        for name in ("threshold", "gate_threshold", "review_confidence", "review_target_error"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"calibration: {name} {value} is not a probability in [0, 1]")
         if not isinstance(self.slice_gate, bool):
             raise ValueError(f"calibration: slice_gate {self.slice_gate!r} is not true or false")
@@ -136,7 +145,11 @@ class Calibration(_JsonView):
         for key in CONFIG_KEYS:
             if config is not None and config.get(key) is not None:
                 values.setdefault(key, config[key])
-        for key in ("temperature", "threshold", "gate_threshold", "min_component_ml", "tau"):
+        floats = (
+            "temperature", "threshold", "gate_threshold", "min_component_ml", "tau",
+            "review_confidence", "review_target_error",
+        )  # fmt: skip
+        for key in floats:
             if key in values:
                 values[key] = float(values[key])
         values["reasons"] = dict(values.get("reasons") or {})

@@ -99,7 +99,7 @@ def slice_prediction(r: SliceResult, full: FullResult | None = None) -> schemas.
             mm2 = {n: a * px_mm2 for n, a in area.items()}
         png = png_base64(label_map(r.mask))
     unc = cam = None
-    review = r.domain.out_of_domain
+    review = r.domain.out_of_domain or bool(r.review.needs_review)
     if full is not None and full.mc is not None:
         u = full.uncertainty_json() or {}
         unc = schemas.Uncertainty.model_validate(
@@ -131,6 +131,7 @@ def slice_prediction(r: SliceResult, full: FullResult | None = None) -> schemas.
         uncertainty=unc,
         gradcam=cam,
         domain=domain(r.domain),
+        review=schemas.Review(**r.review.to_json()),
         needs_review=review,
         recommendation=recommendation(r.tumour_probability, r.threshold, r.domain, review, found),
         warnings=list(r.warnings),
@@ -177,7 +178,7 @@ def volume_prediction(r: VolumeResult, mask_url: str | None) -> schemas.VolumePr
             survival_curve=schemas.SurvivalCurve(**rj["survival_curve"]),
             imputed_covariates=rj["imputed_covariates"],
         )
-    review = r.domain.out_of_domain
+    review = r.domain.out_of_domain or bool(r.review.needs_review)
     found = None
     if not r.gated:
         found = "Volumes: " + ", ".join(f"{n} {v:.1f} mL" for n, v in r.volumes_ml.items()) + "."
@@ -194,6 +195,7 @@ def volume_prediction(r: VolumeResult, mask_url: str | None) -> schemas.VolumePr
         slice_probabilities=j["slice_probabilities"],
         survival=risk,
         domain=domain(r.domain),
+        review=schemas.Review(**r.review.to_json()),
         needs_review=review,
         recommendation=recommendation(r.tumour_probability, r.threshold, r.domain, review, found),
         geometry=j["geometry"],

@@ -66,6 +66,20 @@ class Uncertainty(BaseModel):
     )
 
 
+class Review(BaseModel):
+    """The confidence-based review flag of the tumour decision (the band around the
+    threshold chosen on validation data; see ``tumorscope.inference.review``)."""
+
+    needs_review: bool | None = Field(description="None when the run has no cut-off")
+    confidence: float | None
+    confidence_definition: str
+    review_confidence: float | None = Field(description="The cut-off chosen on validation")
+    target_error: float | None = Field(
+        description="Error rate allowed among the decisions not flagged, on validation"
+    )
+    reason: str
+
+
 class GradCam(BaseModel):
     """Where the tumour decision looked: a heat map blended on the input."""
 
@@ -83,8 +97,10 @@ class SlicePrediction(BaseModel):
     uncertainty: Uncertainty | None = None
     gradcam: GradCam | None = None
     domain: Domain
+    review: Review
     needs_review: bool = Field(
-        description="Out of domain, or (when asked for) uncertainty over its cut-off"
+        description="Out of domain, the decision inside the review band (review), or "
+        "(when asked for) uncertainty over its cut-off"
     )
     recommendation: str = Field(description="What was found and whether review is flagged")
     warnings: list[str]
@@ -145,7 +161,8 @@ class VolumePrediction(BaseModel):
     slice_probabilities: dict[str, float] = Field(description="Canonical axial index → p")
     survival: Survival | None
     domain: Domain
-    needs_review: bool
+    review: Review
+    needs_review: bool = Field(description="Out of domain, or inside the review band")
     recommendation: str
     geometry: dict[str, Any] | None
     warnings: list[str]

@@ -1,8 +1,8 @@
 """The end-of-training calibration stored in a run's manifest.
 
-Fitted on the validation split (temperature, decision threshold) and on the training
-cohort (Breslow baseline hazard, risk quantiles, horizon ``tau``), so that prediction
-never needs the training data again. The out-of-domain model is fitted beside it, from
+Fitted on the validation split (temperature, decision threshold, review cut-off) and on
+the training cohort (Breslow baseline hazard, risk quantiles, horizon ``tau``), so that
+prediction never needs the training data again. The out-of-domain model is fitted beside it, from
 the network's features rather than its outputs, and stored as a file of its own
 (:mod:`tumorscope.training.ood`).
 """
@@ -14,10 +14,12 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from tumorscope.config import CalibrationConfig
 from tumorscope.metrics.calibration import fit_temperature
 from tumorscope.metrics.classification import threshold_for_sensitivity, youden_threshold
+from tumorscope.metrics.selective import decision_confidence, decision_errors, review_cutoff
 from tumorscope.metrics.survival import breslow_baseline
 from tumorscope.runs.manifest import Calibration
 from tumorscope.training.loop import ValidationOutputs
@@ -73,6 +75,7 @@ def calibrate(
         out["reasons"]["threshold"] = (
             "validation split lacks one of the classes; threshold left at 0.5"
         )
+    out.update(_review(cfg, logits / temperature, labels, out["threshold"], out["reasons"]))
 
     risk, time, event = train.survival.arrays()
     if risk.size:
@@ -96,3 +99,46 @@ def calibrate(
         out["baseline_hazard"] = out["risk_quantiles"] = out["tau"] = out["train_survival"] = None
         out["reasons"]["survival"] = "no training patients with an outcome"
     return Calibration.from_dict(out)
+
+
+def _review(
+    cfg: CalibrationConfig,
+    scaled_logits: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    reasons: dict[str, str],
+) -> dict[str, float | None]:
+    """``review_confidence`` for ``cfg.review_target_error`` on the validation decisions.
+
+    Args:
+        cfg: Calibration settings.
+        scaled_logits: ``(N,)`` validation tumour logits divided by the temperature.
+        labels: ``(N,)`` their labels.
+        threshold: The decision threshold just chosen.
+        reasons: Filled with why the cut-off is None or reviews everything.
+    """
+    target = cfg.review_target_error
+    if target is None:
+        reasons["review_confidence"] = "calibration.review_target_error is null: no review flag"
+        return {"review_confidence": None, "review_target_error": None}
+    if labels.size == 0:
+        reasons["review_confidence"] = "no labelled validation decision: no review flag"
+        return {"review_confidence": None, "review_target_error": target}
+    probs = special.expit(scaled_logits)
+    conf = decision_confidence(probs, threshold)
+    chosen = review_cutoff(conf, decision_errors(probs, labels, threshold), target)
+    if not chosen.met:
+        reasons["review_confidence"] = (
+            f"no confidence cut-off keeps the validation error at or under {target:g}: "
+            "every decision is flagged for review"
+        )
+    log.info(
+        "review cut-off: confidence < %.4f flags %.1f%% of %d validation decisions; "
+        "accepted error %.4f (target %g)",
+        chosen.cutoff,
+        100 * chosen.review_rate,
+        labels.size,
+        chosen.accepted_error,
+        target,
+    )
+    return {"review_confidence": chosen.cutoff, "review_target_error": target}
