@@ -20,8 +20,6 @@ The last stdout line is the JSON (with the CPU model and flags).
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import tempfile
 import time
@@ -30,82 +28,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from machine import cpu
-from torch import nn
 
-from tumorscope.config import StageConfig
 from tumorscope.data.layout import discover
 from tumorscope.export.graphs import export_graphs
+from tumorscope.export.prune import finetune, finetune_stage, macs_per_slice, prune
 from tumorscope.export.run import LATENCY_BATCH, Validation, latency_ms, real_slices
 from tumorscope.inference.predictor import Predictor
-from tumorscope.losses.multitask import MultiTaskLoss
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.runs import TorchBackend, load_run
 from tumorscope.runs.onnx import OnnxBackend
 from tumorscope.training.data import StageData
-from tumorscope.training.loop import train_step
-from tumorscope.training.stages import make_scheduler
 
 GOAL_SPEEDUP = 1.3
 GOAL_DICE_LOSS = 0.01
-
-
-def macs_per_slice(model: MultiTaskNet, size: int) -> int:
-    """Multiply-accumulates of one slice (torch-pruning's operation counter)."""
-    macs, _ = tp.utils.count_ops_and_params(
-        model.eval(), torch.zeros(1, model.cfg.in_channels, size, size)
-    )
-    return int(macs)
-
-
-def _segmentation_path(model: MultiTaskNet, x: torch.Tensor) -> list[torch.Tensor]:
-    """Encoder, decoder and segmentation head, with the deep-supervision heads (training
-    uses them, so their inputs must be pruned with the decoder)."""
-    decoder = model.decoder.trunk(model.encoder(x))
-    seg = model.segmentation_head(model.decoder.finish(decoder))
-    return [seg, *model.segmentation_head.aux(decoder.coarse[::-1])]
-
-
-def prune(model: MultiTaskNet, ratio: float, size: int) -> MultiTaskNet:
-    """A copy of ``model`` with ``ratio`` of the channels of every prunable layer removed.
-
-    torch-pruning traces the segmentation path alone (encoder, decoder, segmentation
-    head: the readout's pooled concatenations have no channel axis it can follow); the
-    readout convolutions keep their width, so the heads keep their inputs."""
-    pruned = copy.deepcopy(model).eval()
-    for layer in pruned.modules():  # in-place activations hide the skip paths from its trace
-        if isinstance(layer, nn.LeakyReLU | nn.ReLU):
-            layer.inplace = False
-    ignored: list[nn.Module] = [pruned.segmentation_head, *pruned.readout_layers]
-    ignored += [h for h in (pruned.tumour_head, pruned.tumour_type_head, pruned.survival_head) if h]
-    pruner = tp.pruner.MetaPruner(
-        pruned,
-        torch.zeros(1, pruned.cfg.in_channels, size, size),
-        importance=tp.importance.MagnitudeImportance(p=2),
-        pruning_ratio=ratio,
-        ignored_layers=ignored,
-        forward_fn=_segmentation_path,
-    )
-    pruner.step()
-    return pruned
-
-
-def finetune(model: MultiTaskNet, stage_data: StageData, stage: StageConfig, seed: int) -> float:
-    """``stage.max_steps`` steps of ``stage`` on ``model``; the CPU seconds it took."""
-    cfg = stage_data.cfg
-    loss_fn = MultiTaskLoss(cfg.loss, model.tasks, tumour_pos_weight=stage_data.tumour_pos_weight())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
-    scheduler = make_scheduler(optimizer, stage)
-    batches = stage_data.train_batches(stage, seed=seed)
-    start = time.process_time()
-    for _ in range(stage.max_steps):
-        train_step(
-            model, loss_fn, optimizer, scheduler, next(batches), stage.tasks,
-            precision="fp32", grad_clip=stage.grad_clip,
-        )  # fmt: skip
-    model.eval()
-    return time.process_time() - start
 
 
 def _ort_latency(model: MultiTaskNet, size: int, batch: np.ndarray) -> dict[str, float]:
@@ -157,11 +93,7 @@ def main() -> None:
     predictor = Predictor.from_loaded(loaded)
     splits = loaded.manifest.splits or {}
     batch = real_slices(predictor, index, set(splits["val"]), LATENCY_BATCH)
-    first = cfg.stages[0]
-    stage = dataclasses.replace(
-        first, name="prune-finetune", lr=first.lr / 4, lr_encoder=None, max_steps=args.steps,
-        warmup_fraction=0.05, eval_every=args.steps,
-    )  # fmt: skip
+    stage = finetune_stage(cfg, args.steps)
     rows = [measure("unpruned", model, validation, size, batch)]
     base = rows[0]
     for ratio in args.ratios:

@@ -278,6 +278,24 @@ def export(
             help="Largest validation Dice/AUC change allowed (default: export.max_accuracy_change).",
         ),
     ] = None,
+    prune: Annotated[
+        float | None,
+        typer.Option(
+            "--prune",
+            min=0.0,
+            max=1.0,
+            help="Remove this share of channels first, fine-tune and refit the calibration.",
+        ),
+    ] = None,
+    prune_steps: Annotated[
+        int, typer.Option("--prune-steps", min=0, help="Fine-tune steps after --prune.")
+    ] = 150,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", help="Preprocessing cache for the fine-tune (default <run>-cache)."
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier export in --out.")
     ] = False,
@@ -288,7 +306,8 @@ def export(
 
     result = export_run(
         run=run, out=out_dir, format=format_, data=data, calibration_slices=calibration_slices,
-        max_accuracy_change=max_accuracy_change, overwrite=overwrite,
+        max_accuracy_change=max_accuracy_change, prune=prune, prune_steps=prune_steps,
+        cache=cache, overwrite=overwrite,
     )  # fmt: skip
     report = result.report
     chosen = report["variants"][report["chosen"]]
@@ -304,6 +323,14 @@ def export(
         "batch latency ms (export)": chosen["latency"]["p50_ms"],
         "graph MB": chosen["bytes"] / 1e6,
     }
+    if report.get("pruning"):
+        pr = report["pruning"]
+        rows["pruned: parameters"] = (
+            f"{pr['parameters_before']:.0f} -> {pr['parameters_after']:.0f}"
+        )
+        rows["pruned: MMAC per slice"] = (
+            f"{pr['macs_before'] / 1e6:.0f} -> {pr['macs_after'] / 1e6:.0f}"
+        )
     print_mapping("export", rows)
     say(f"export written to {out_dir} (export.md has the tables)")
 

@@ -17,6 +17,7 @@ leaves no folder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,8 +36,14 @@ from tumorscope.evaluation.collect import collect_units
 from tumorscope.evaluation.sections import compute_metrics
 from tumorscope.evaluation.seen import read_run_seen, run_seen_file, select_held_out
 from tumorscope.export.graphs import OPSET, export_graphs
+from tumorscope.export.prune import prune_run
 from tumorscope.export.quantise import METHODS, by_op, float_fallbacks, kernel_profile, quantise
-from tumorscope.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from tumorscope.fileio import (
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    sha256_file,
+)
 from tumorscope.inference.inputs import cut, read_2d
 from tumorscope.inference.ood import DomainCheck
 from tumorscope.inference.predictor import Predictor
@@ -66,6 +73,7 @@ LATENCY_BATCH = 16
 LATENCY_RUNS = 5
 VALIDATION_BOOT = 50
 PARITY_SLICES = 64
+PRUNE_STEPS = 150
 
 
 class ExportError(Exception):
@@ -206,8 +214,8 @@ class Validation:
             seen_file=run_seen_file(run),
         )
 
-    def predictor(self, backend: Backend) -> Predictor:
-        run = self.loaded
+    def predictor(self, backend: Backend, of: LoadedRun | None = None) -> Predictor:
+        run = of or self.loaded
         return Predictor(
             backend,
             run.config,
@@ -216,8 +224,10 @@ class Validation:
             domain=DomainCheck(run.domain),
         )
 
-    def figures(self, backend: Backend) -> dict[str, float | None]:
-        predictor = self.predictor(backend)
+    def figures(self, backend: Backend, of: LoadedRun | None = None) -> dict[str, float | None]:
+        """The validation figures of ``backend`` with the calibration and domain model of
+        ``of`` (default: the run's own)."""
+        predictor = self.predictor(backend, of)
         held = collect_units(predictor, self.index, self.chosen)
         metrics = compute_metrics(held, predictor.calibration, n_boot=VALIDATION_BOOT)
         return {name: _figure(metrics, key) for name, key in FIGURES.items()}
@@ -235,6 +245,27 @@ def _changes(
 def _worst_budgeted(changes: Mapping[str, float | None]) -> tuple[str, float]:
     found = [(k, abs(v)) for k, v in changes.items() if k in BUDGETED and v is not None]
     return max(found, key=lambda kv: kv[1]) if found else ("none", 0.0)
+
+
+def _scored(
+    figures: dict[str, float | None],
+    reference: Mapping[str, float | None],
+    budget: float,
+    latency: dict[str, float],
+    size_bytes: int,
+) -> dict[str, Any]:
+    """A variant's report entry: its figures, their changes against the run as trained,
+    the largest budgeted change and whether it is within ``budget``."""
+    changes = _changes(figures, reference)
+    worst = _worst_budgeted(changes)
+    return {
+        "validation": figures,
+        "change": changes,
+        "worst": {"figure": worst[0], "change": worst[1]},
+        "within_budget": worst[1] <= budget,
+        "latency": latency,
+        "bytes": size_bytes,
+    }
 
 
 def latency_ms(forward: Callable[[np.ndarray], object], images: np.ndarray) -> dict[str, float]:
@@ -336,6 +367,9 @@ def export_run(
     data: Sequence[str | Path] | None = None,
     calibration_slices: int | None = None,
     max_accuracy_change: float | None = None,
+    prune: float | None = None,
+    prune_steps: int = PRUNE_STEPS,
+    cache: str | Path | None = None,
     overwrite: bool = False,
 ) -> ExportResult:
     """``tumorscope export``: write ``out``, an ONNX Runtime export of ``run``.
@@ -349,7 +383,14 @@ def export_run(
         calibration_slices: Training slices the INT8 ranges come from (default: the run's
             ``export.calibration_slices``).
         max_accuracy_change: Largest Dice/AUC change on the validation split (default:
-            the run's ``export.max_accuracy_change``).
+            the run's ``export.max_accuracy_change``), against the run as trained.
+        prune: Share of the channels of every prunable layer to remove before export
+            (:mod:`tumorscope.export.prune`): the smaller network is fine-tuned for
+            ``prune_steps`` steps and its calibration, survival baseline and domain model
+            fitted again on the run's splits. None: no pruning.
+        prune_steps: Fine-tune steps after pruning.
+        cache: Preprocessing cache of the run's data for the fine-tune (default: the
+            ``<run>-cache`` folder beside the run when it exists, else a temporary one).
         overwrite: Replace an earlier export in ``out``.
 
     Raises:
@@ -374,15 +415,38 @@ def export_run(
     splits = loaded.manifest.splits or {}
     if "val" not in splits or "train" not in splits:
         raise ExportError(run, "has no train and val splits to calibrate and check an export on")
-    torch_predictor = Predictor.from_loaded(loaded)
-    model = loaded.model
+    if prune is not None and not 0.0 < prune < 1.0:
+        raise ExportError(out, f"--prune {prune} is not a share of channels in (0, 1)")
+    if prune_steps < 0:
+        raise ExportError(out, f"--prune-steps {prune_steps} is negative")
     side = int(loaded.spec.image_size)
-    size = side + (-side % model.size_multiple)
+    size = side + (-side % loaded.model.size_multiple)
     started = time.perf_counter()
     staging = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        exported, pruning = loaded, None
+        if prune is not None:
+            near = run.parent / f"{run.name}-cache"
+            where = (
+                Path(cache) if cache is not None else near if near.is_dir() else staging / "cache"
+            )
+            done = prune_run(
+                loaded.model, loaded.config, roots, where, ratio=prune, steps=prune_steps, size=size
+            )
+            exported = dataclasses.replace(
+                loaded,
+                backend=TorchBackend(done.model),
+                calibration=done.finished.calibration,
+                domain=done.finished.domain,
+                manifest=loaded.manifest.replace(
+                    calibration=done.finished.calibration, metrics=done.finished.metrics
+                ),
+            )
+            pruning = done.report
+        model = exported.model
+        torch_predictor = Predictor.from_loaded(exported)
         fp32_dir = staging / "fp32"
         fp32_dir.mkdir()
         masks = export_graphs(model, fp32_dir, size)
@@ -410,6 +474,7 @@ def export_run(
             "cpu": _cpu(),
             "parity": checked,
             "budget": {"max_accuracy_change": budget, "figures": list(BUDGETED)},
+            "pruning": pruning,
             "variants": {
                 "pytorch": {
                     "validation": reference,
@@ -418,14 +483,30 @@ def export_run(
                 },
             },
         }
-        fp32_figures = validation.figures(fp32)
-        report["variants"]["onnx"] = {
-            "validation": fp32_figures,
-            "change": _changes(fp32_figures, reference),
-            "latency": latency_ms(fp32.forward_slices, batch),
-            "bytes": _graph_bytes(fp32_dir),
-        }
+        if pruning is not None:
+            report["variants"]["pytorch-pruned"] = _scored(
+                validation.figures(exported.backend, exported),
+                reference,
+                budget,
+                latency_ms(exported.backend.forward_slices, batch),
+                sum(t.numel() * t.element_size() for t in model.state_dict().values()),
+            )
+        report["variants"]["onnx"] = _scored(
+            validation.figures(fp32, exported),
+            reference,
+            budget,
+            latency_ms(fp32.forward_slices, batch),
+            _graph_bytes(fp32_dir),
+        )
         chosen_dir, chosen_name, quantisation = fp32_dir, "onnx", None
+        if format == "onnx" and not report["variants"]["onnx"]["within_budget"]:
+            worst = report["variants"]["onnx"]["worst"]
+            raise ExportError(
+                out,
+                f"refused: the export changes the validation {worst['figure']} by "
+                f"{worst['change']:.4f}, over the budget of {budget:.4f} "
+                "(export.max_accuracy_change); nothing written",
+            )
         if format == "onnx-int8":
             cal_images = real_slices(torch_predictor, index, set(splits["train"]), n_cal, seed=1)
             chosen_dir, chosen_name, quantisation = _choose_int8(
@@ -436,6 +517,7 @@ def export_run(
                 cal_images,
                 batch,
                 validation,
+                exported,
                 reference,
                 budget,
                 open_backend,
@@ -449,7 +531,7 @@ def export_run(
         report["trunk_profile"] = by_op(profile)
         report["seconds"] = round(time.perf_counter() - started, 1)
         final = staging / "final"
-        _write_folder(final, chosen_dir, run, loaded, masks, size, format, report, quantisation)
+        _write_folder(final, chosen_dir, run, exported, masks, size, format, report, quantisation)
         _replace(out, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -482,6 +564,7 @@ def _choose_int8(
     cal_images: np.ndarray,
     batch: np.ndarray,
     validation: Validation,
+    exported: LoadedRun,
     reference: Mapping[str, float | None],
     budget: float,
     open_backend: Callable[[Path], OnnxBackend],
@@ -499,25 +582,23 @@ def _choose_int8(
         where = staging / name
         described = _quantised_variant(fp32_dir, where, feeds, method, keep)
         backend = open_backend(where)
-        figures = validation.figures(backend)
-        changes = _changes(figures, reference)
-        worst = _worst_budgeted(changes)
         entry = {
             **described,
-            "validation": figures,
-            "change": changes,
-            "worst": {"figure": worst[0], "change": worst[1]},
-            "within_budget": worst[1] <= budget,
-            "latency": latency_ms(backend.forward_slices, batch),
-            "bytes": _graph_bytes(where),
+            **_scored(
+                validation.figures(backend, exported),
+                reference,
+                budget,
+                latency_ms(backend.forward_slices, batch),
+                _graph_bytes(where),
+            ),
         }
         report["variants"][name] = entry
         scored.append((name, where, entry))
         log.info(
             "%s: worst change %s %.4f, %.1f ms",
             name,
-            worst[0],
-            worst[1],
+            entry["worst"]["figure"],
+            entry["worst"]["change"],
             entry["latency"]["p50_ms"],
         )
 
@@ -576,8 +657,8 @@ def _write_folder(
         names["patient"] = PATIENT_FILE
     for f in names.values():
         shutil.copy2(graphs / f, final / f)
-    if DOMAIN_FILE in loaded.manifest.files:
-        shutil.copy2(run / DOMAIN_FILE, final / DOMAIN_FILE)
+    if loaded.domain is not None:  # the run's, or the one refitted after pruning
+        atomic_save_tensors(final / DOMAIN_FILE, loaded.domain.to_tensors())
     if (run / SEEN_FILE).is_file():
         shutil.copy2(run / SEEN_FILE, final / SEEN_FILE)
     atomic_write_json(final / EXPORT_JSON, report)
@@ -595,6 +676,7 @@ def _write_folder(
             "code_version": loaded.manifest.code_version,
         },
         "quantisation": None if quantisation is None else dict(quantisation),
+        "pruning": report.get("pruning"),
         "parity": dict(report["parity"]),
         "uncertainty": {
             "mc_dropout": True,

@@ -35,7 +35,6 @@ from tumorscope.models.registry import create_model
 from tumorscope.runs.load import SNAPSHOTS_DIR
 from tumorscope.runtime import configure_threads, resolve_precision, seed_everything
 from tumorscope.training import loop
-from tumorscope.training.calibrate import calibrate
 from tumorscope.training.checkpoint import (
     CheckpointError,
     atomic_write_json,
@@ -48,10 +47,11 @@ from tumorscope.training.checkpoint import (
 from tumorscope.training.cohort import refit_survival_head
 from tumorscope.training.collective import SINGLE, DistContext, barrier, broadcast_flag
 from tumorscope.training.data import StageData
+from tumorscope.training.finish import finish
 from tumorscope.training.logs import log_row, tensorboard
 from tumorscope.training.loop import ProgressFn
 from tumorscope.training.manifest import run_manifest
-from tumorscope.training.ood import fit_run_domain, save_with_domain
+from tumorscope.training.ood import save_with_domain
 from tumorscope.training.preflight import check_step_memory
 from tumorscope.training.result import RESULT_FILE, TrainResult
 from tumorscope.training.runfolder import (
@@ -399,28 +399,15 @@ def _finalise(
     precision: str,
     world_size: int,
 ) -> None:
-    for part in list(model.parts):
-        model.unfreeze(part)
-    all_tasks = ("segmentation", *cfg.model.heads)
-    tasks = tuple(
-        t for t in all_tasks if t in ("segmentation", "tumour", "tumour_type", "survival")
-    )
-    val = loop.collect_validation(model, stage_data.val_batches_for(tasks), tasks, precision)
-    train = (
-        loop.collect_validation(
-            model, stage_data.train_survival_batches(), ("survival",), precision
-        )
-        if "survival" in cfg.model.heads
-        else loop.ValidationOutputs()
-    )
+    done = finish(cfg, model, stage_data, precision)
     manifest = run_manifest(
         cfg,
         stage_data,
         world_size,
         stages=state.stages,
-        calibration=calibrate(cfg.calibration, val, train, stage_data.imputation()),
-        metrics={"validation": loop.validation_metrics(val)},
+        calibration=done.calibration,
+        metrics=done.metrics,
         splits=stage_data.split_patients(),
     )
-    save_with_domain(run_dir, model, manifest.to_dict(), fit_run_domain(model, stage_data))
+    save_with_domain(run_dir, model, manifest.to_dict(), done.domain)
     read_manifest(run_dir)  # verify what was written

@@ -1,17 +1,11 @@
-"""benchmarks/pruning.py's pruning step: channels removed physically, outputs kept."""
+"""Structured pruning (tumorscope.export.prune): channels removed physically, outputs kept."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from pruning import macs_per_slice, prune
-
+from tumorscope.export.prune import macs_per_slice, prune
 from tumorscope.models.registry import create_model, size_config
 
 
