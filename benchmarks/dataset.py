@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import cpu
+from machine import cpu, reset_peak, status_mib
 
 
 def _write_fallback(
@@ -95,23 +95,6 @@ def generate(out: Path, patients: int, kaggle: int, shape: tuple[int, int, int],
     return "tumorscope.synthetic.synthesize"
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS``/``VmHWM`` of this process from ``/proc/self/status``, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (``VmHWM``); False where not permitted."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _stage_data(out: Path, config: Path, reader: str) -> Any:
     """The ``StageData`` training uses, opened on the cache the parent process built.
 
@@ -146,15 +129,15 @@ def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, 
     next(iter(data.val_batches_for(TASKS)))  # warm-up: first-batch allocations are not growth
     train = data.train_batches(stage, seed=0)
     next(train)
-    base = _status_mb("VmRSS")
-    exact = _reset_peak()
+    base = status_mib("VmRSS")
+    exact = reset_peak()
     sampled = base
     t0 = time.perf_counter()
     n = 0
     for split in ("train", "val", "test"):
         for batch in data.eval_batches(split, TASKS):
             n += len(batch)
-            sampled = max(sampled, _status_mb("VmRSS"))
+            sampled = max(sampled, status_mib("VmRSS"))
     dt = time.perf_counter() - t0
     train_slices = len(data.prepared.slice_table("train"))
     steps = max(1, -(-train_slices // batch_size))
@@ -162,9 +145,9 @@ def iterate(out: Path, config: Path, reader: str, batch_size: int) -> dict[str, 
     m = 0
     for _ in range(steps):
         m += len(next(train))
-        sampled = max(sampled, _status_mb("VmRSS"))
+        sampled = max(sampled, status_mib("VmRSS"))
     dt_train = time.perf_counter() - t1
-    peak = _status_mb("VmHWM") if exact else sampled
+    peak = status_mib("VmHWM") if exact else sampled
     return {
         "slices": n,
         "seconds": round(dt, 3),

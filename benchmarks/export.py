@@ -65,10 +65,9 @@ from export_lib import (
     quantise_like_export,
     quiet,
     round_ratio,
-    status_mib,
 )
 from export_peer import peer
-from machine import cpu
+from machine import cpu, status_mib
 
 from tumorscope.config import load_config
 from tumorscope.export.graphs import export_graphs
@@ -178,14 +177,7 @@ def export_side(
     exported = time.perf_counter() - t0
 
     def backend(where: Path) -> OnnxBackend:
-        return OnnxBackend(
-            where,
-            tasks=tuple(model.tasks),
-            size=side,
-            channels=model.cfg.in_channels,
-            masks=masks,
-            clinical_features=model.cfg.clinical_features,
-        )
+        return OnnxBackend.of_network(where, model, side, masks)
 
     fp32 = backend(folder / "fp32")
     trunk_feeds, tail_feeds = [], []

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import reset_peak, status_mib
 from torch.utils.flop_counter import FlopCounterMode
 
 from tumorscope.export.quantise import float_fallbacks, kernel_profile, quantise
@@ -68,23 +69,6 @@ def phantom_slices(n: int, side: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def status_mib(field: str) -> float:
-    """``VmRSS``/``VmHWM`` of this process from ``/proc/self/status``, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (``VmHWM``); False where not permitted."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 @dataclass
 class Timings:
     """Seconds per round of each variant, and the peak RSS (MiB) during its calls and that
@@ -110,7 +94,7 @@ def interleaved(
             break
         for key, fn in calls.items():
             before = status_mib("VmRSS")
-            exact = _reset_peak()
+            exact = reset_peak()
             t0 = time.perf_counter()
             fn()
             out.seconds[key].append(time.perf_counter() - t0)

@@ -47,10 +47,7 @@ GOAL_DICE_LOSS = 0.01
 def _ort_latency(model: MultiTaskNet, size: int, batch: np.ndarray) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tumorscope-prune-") as tmp:
         masks = export_graphs(model, Path(tmp), size)
-        backend = OnnxBackend(
-            tmp, tasks=model.tasks, size=size, channels=model.cfg.in_channels, masks=masks,
-            clinical_features=model.cfg.clinical_features,
-        )  # fmt: skip
+        backend = OnnxBackend.of_network(tmp, model, size, masks)
         return latency_ms(backend.forward_slices, batch)
 
 

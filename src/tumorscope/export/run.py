@@ -452,14 +452,7 @@ def export_run(
         masks = export_graphs(model, fp32_dir, size)
 
         def open_backend(folder: Path) -> OnnxBackend:
-            return OnnxBackend(
-                folder,
-                tasks=tuple(model.tasks),
-                size=size,
-                channels=model.cfg.in_channels,
-                masks=masks,
-                clinical_features=model.cfg.clinical_features,
-            )
+            return OnnxBackend.of_network(folder, model, size, masks)
 
         fp32 = open_backend(fp32_dir)
         val_images = real_slices(torch_predictor, index, set(splits["val"]), PARITY_SLICES)

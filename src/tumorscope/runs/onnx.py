@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tumorscope.data.types import DataError
+from tumorscope.models.multitask import MultiTaskNet
 
 TRUNK_FILE = "trunk.onnx"
 TAIL_FILE = "tail.onnx"
@@ -152,6 +153,28 @@ class OnnxBackend:
                 f"tail inputs {got_feeds} and outputs {self.tail_outputs}; expected "
                 f"{list(TRUNK_OUTPUTS)}, {feeds} and {expected}): re-export the run",
             )
+
+    @classmethod
+    def of_network(
+        cls,
+        folder: str | Path,
+        model: MultiTaskNet,
+        size: int,
+        masks: Sequence[DropoutMask],
+        *,
+        batch_size: int = 16,
+    ) -> OnnxBackend:
+        """The backend of graphs just exported from ``model`` (its tasks, channels and
+        covariates) for slices of side ``size``."""
+        return cls(
+            folder,
+            tasks=tuple(model.tasks),
+            size=size,
+            channels=model.cfg.in_channels,
+            masks=masks,
+            clinical_features=model.cfg.clinical_features,
+            batch_size=batch_size,
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OnnxBackend:
         # ONNX Runtime sessions run concurrent calls safely and cannot be copied: a copy
