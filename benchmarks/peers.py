@@ -36,6 +36,7 @@ model is also evaluated at 25 % and 50 % of its steps (the learning curve).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -60,15 +61,23 @@ from peers_lib import (  # noqa: E402
     Budget,
     PeerPredictor,
     compare,
-    cox_risk,
     curve_steps,
     figure_ci,
     markdown,
     ms_per_slice,
     per_seed_mean,
-    radiomics_table,
     recipe_overrides,
     train_monai,
+)
+from survival_lib import (  # noqa: E402
+    HORIZON_QUANTILES,
+    SURVIVAL_COMPARISONS,
+    SURVIVAL_LABELS,
+    fold_peers,
+    grid_of,
+    ground_truth_table,
+    predicted_features,
+    survival_at,
 )
 
 log = logging.getLogger("peers")
@@ -101,6 +110,9 @@ FULL = Budget(
     curve_patients=12,
     probe_steps=24,
 )
+# ``--survival-only``: at least 200 patients, every one out of fold (no test split).
+SURVIVAL_QUICK = dataclasses.replace(QUICK, patients=20)
+SURVIVAL_FULL = dataclasses.replace(FULL, patients=200)
 TIMED_SLICES = 16  # slices of one test volume timed per peer (best of 3 passes)
 # Non-inferiority margins of the verdicts, in each metric's units.
 MARGINS = {
@@ -115,15 +127,13 @@ LABELS = {
     "tumorscope": "tumorscope multi-task (one model)",
     "monai_basicunet": "MONAI BasicUNet + DiceCELoss",
     "monai_densenet121": "MONAI DenseNet121 classifier",
-    "radiomics_cox": "radiomics + Cox (GT volume, ET fraction, age)",
     "seg_only": "tumorscope seg_only",
     "cls_only": "tumorscope cls_only",
-    "surv_only": "tumorscope surv_only",
-    "oracle": "oracle (true hazard)",
+    **{k: v for k, v in SURVIVAL_LABELS.items() if k != "tumorscope"},
 }
 SEG_PEERS = ("tumorscope", "seg_only", "monai_basicunet")
 CLS_PEERS = ("tumorscope", "cls_only", "monai_densenet121")
-PLANNED = ("seg_only", "cls_only", "monai_basicunet", "monai_densenet121", "surv_only")
+PLANNED = ("seg_only", "cls_only", "monai_basicunet", "monai_densenet121")
 MONAI = {"monai_basicunet": "seg_only", "monai_densenet121": "cls_only"}
 STRATA = ("contrast", "plane", "skull", "offset")
 NEAR_MM = 10.0  # offset stratum: |plane offset| up to this is "near" its target
@@ -150,6 +160,7 @@ class Bench:
         "strata",
         "gate",
         "phases",
+        "grid",
     )
 
     def __init__(self, budget: Budget, work: Path, extra: Sequence[str] = ()) -> None:
@@ -175,6 +186,10 @@ class Bench:
         self.strata: dict[str, dict[str, Any]] = {}
         self.gate = 0.0
         self.phases: dict[str, float] = {}  # wall seconds of each part of the run
+        self.mode: list[
+            str
+        ] = []  # overrides of every config in this mode (survival: no test split)
+        self.grid: list[float] = []  # survival-curve times (days) of the survival peers
 
     # ------------------------------------------------------------------ state
     def save_state(self, path: Path) -> None:
@@ -197,8 +212,9 @@ class Bench:
             for kind, models in state["store"].items()
         }
 
-    def synthesize_data(self) -> None:
-        """The cohort and the fixed 2D test set (a kept ``--work`` folder reuses them)."""
+    def synthesize_data(self, *, survival: bool = False) -> None:
+        """The cohort and (not for ``survival``) the fixed 2D test set (a kept ``--work``
+        folder reuses them)."""
         from tumorscope.synthetic import synthesize, synthesize_kaggle
 
         b = self.b
@@ -213,7 +229,7 @@ class Bench:
                 shape=b.shape,
                 workers=2,
             )
-        if not self.test2d.is_dir():
+        if not self.test2d.is_dir() and not survival:
             synthesize_kaggle(
                 count=b.kaggle_test, out=self.test2d, difficulty="standard", seed=0, workers=2
             )
@@ -226,7 +242,7 @@ class Bench:
         from tumorscope.config import load_config
 
         path = ROOT / "configs" / f"{config}.yaml"
-        overrides = recipe_overrides(config, self.b, **kw)
+        overrides = recipe_overrides(config, self.b, **kw) + self.mode
         return load_config(path, overrides=overrides + (self.extra if config == "demo" else []))
 
     def steps(self, name: str) -> int | None:
@@ -236,7 +252,7 @@ class Bench:
     def snapshots(self, name: str, seed: int) -> dict[float, int]:
         """Learning-curve fraction → run-wide snapshot step of ``name`` (seed 0 only)."""
         total = self.b.total_steps if name == "tumorscope" else self.steps(name)
-        if seed != 0 or name == "surv_only" or total is None:
+        if seed != 0 or self.mode or total is None:
             return {}
         return curve_steps(total)
 
@@ -262,17 +278,21 @@ class Bench:
         *,
         seed: int,
         steps: int,
+        fold: int | None = None,
+        split_seed: int = 0,
         snapshots: Sequence[int] = (),
         on_snapshot: Callable[[int, Any], None] | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> tuple[Any, Any, dict[str, Any]]:
-        """One MONAI training (not timed here): ``(network, config, splits)``."""
+        """One MONAI training (not timed here): ``(network, config, splits)``; ``fold``
+        defaults to ``seed % folds``."""
         from monai.networks.nets import BasicUNet, DenseNet121
 
         from tumorscope.runtime import resolve_precision, seed_everything
         from tumorscope.training.data import StageData
 
-        cfg = self.cfg(MONAI[kind], seed=seed, fold=seed % self.b.folds, steps=steps)
+        fold = seed % self.b.folds if fold is None else fold
+        cfg = self.cfg(MONAI[kind], seed=seed, fold=fold, split_seed=split_seed, steps=steps)
         data = StageData.build(data=self.data, cfg=cfg, cache=self.cache)
         seed_everything(seed)
         channels = len(cfg.data.channels)
@@ -325,8 +345,8 @@ class Bench:
         )
         return out
 
-    def plan(self) -> None:
-        """Plan every peer's steps from two probe trainings each, on the shared timer."""
+    def plan(self, names: Sequence[str]) -> None:
+        """Plan the peers' steps from two probe trainings each, on the shared timer."""
         probes = self.work / "probes"
 
         def probe(name: str) -> Callable[[int, Callable[[], None]], None]:
@@ -341,7 +361,7 @@ class Bench:
 
             return train
 
-        for name in PLANNED:
+        for name in names:
             p: StepPlan = plan_steps(
                 name, probe(name), self.target_cpu, self.timer, probe_steps=self.b.probe_steps
             )
@@ -478,8 +498,11 @@ class Bench:
             }
 
     def run(self, *, survival_only: bool = False) -> None:
-        """Train and collect every peer; ``survival_only``: tumorscope's folds and the
-        survival references alone (no image peers, no single-task runs)."""
+        """Train and collect every peer: the image peers, or (``survival_only``) the
+        survival peers (:mod:`survival_lib`)."""
+        if survival_only:
+            self.run_survival()
+            return
         from tumorscope.training.data import StageData
 
         self.read_strata()
@@ -491,17 +514,14 @@ class Bench:
         b = self.b
         self.curve_ids = sorted(shared.split_patients()["test"])[: b.curve_patients]
         t0 = time.perf_counter()
-        for seed in range(0 if survival_only else b.seeds):
+        for seed in range(b.seeds):
             fold = seed % b.folds
-            oof = 0 if seed < b.folds else None
             pred, splits = self.train_tumorscope("demo", seed=seed, fold=fold)
-            self.collect("tumorscope", pred, splits, seed, test=True, oof_repeat=oof)
-            if oof is not None:
-                self.folds.append((0, list(splits["train"]), list(splits["val"])))
+            self.collect("tumorscope", pred, splits, seed, test=True, oof_repeat=None)
             if seed == 0:
                 self.target_cpu = self.timer.last("tumorscope")
                 t_plan = time.perf_counter()
-                self.plan()
+                self.plan(PLANNED)
                 self.phases["plan"] = round(time.perf_counter() - t_plan, 1)
             for config in ("seg_only", "cls_only"):
                 pred, splits = self.train_tumorscope(config, seed=seed, fold=fold)
@@ -510,35 +530,83 @@ class Bench:
                 pred, splits = self.train_peer(kind, seed)
                 self.collect(kind, pred, splits, seed, test=True, oof_repeat=None)
         self.phases["image_seeds"] = round(time.perf_counter() - t0 - self.phases.get("plan", 0), 1)
+
+    def run_survival(self) -> None:
+        """Every patient out of fold, ``folds`` × ``repeats``: per fold tumorscope's run (its
+        survival model on its own masks, and its survival head alone) and a BasicUNet
+        trained for the same CPU seconds (the features of its masks), then the peers fitted
+        on the ground-truth features of the fold's training patients."""
+        from tumorscope.training.data import StageData
+
+        self.mode = ["data.test_fraction=0"]
+        demo = self.cfg("demo", seed=0, fold=0)
+        self.gate = float(demo.calibration.gate_threshold)
+        StageData.build(data=self.data, cfg=demo, cache=self.cache)  # untimed, shared
+        gt = ground_truth_table(demo, self.data)
+        times = np.asarray([r.time for r in gt["rows"].values()], dtype=np.float64)
+        grid = grid_of(times)
+        self.grid = grid.tolist()
+        b = self.b
         t0 = time.perf_counter()
         for repeat in range(b.repeats):
             for fold in range(b.folds):
-                if repeat == 0 and fold < b.seeds and not survival_only:
-                    continue  # the image seeds' runs are repeat 0's folds
                 pred, splits = self.train_tumorscope(
                     "demo", seed=fold, fold=fold, split_seed=repeat
                 )
-                self.collect("tumorscope", pred, splits, fold, test=False, oof_repeat=repeat)
-                self.folds.append((repeat, list(splits["train"]), list(splits["val"])))
-        if not survival_only:
-            for fold in range(b.folds):  # surv_only: repeat 0 (cut to fit the time budget)
-                pred, splits = self.train_tumorscope("surv_only", seed=fold, fold=fold)
-                self.collect("surv_only", pred, splits, fold, test=False, oof_repeat=0)
+                if not self.target_cpu:
+                    self.target_cpu = self.timer.last("tumorscope")
+                    self.plan(("monai_basicunet",))
+                volumes = gt["rows"]  # the split also holds the 2D images' "patients"
+                val = [p for p in splits["val"] if p in volumes]
+                train = [p for p in splits["train"] if p in volumes]
+                self.folds.append((repeat, train, val))
+                held = self.held_out(pred, splits, set(val), images=False)
+                base = pred.calibration.baseline_hazard
+                for p in val:
+                    if p not in held.risk:
+                        continue
+                    surv = survival_at(
+                        base["times"],
+                        np.exp(-np.asarray(base["cumulative"]) * np.exp(held.risk[p])).tolist(),
+                        grid,
+                    )
+                    self.put("oof", "tumorscope", (repeat, p), held.risk[p], surv)
+                    if p in held.deep_risk:
+                        self.put("oof", "tumorscope_deep_only", (repeat, p), held.deep_risk[p], [])
+                unet, cfg, unet_splits = self.timed(
+                    "monai_basicunet",
+                    lambda r=repeat, f=fold: self.fit_monai(
+                        "monai_basicunet",
+                        seed=f,
+                        fold=f,
+                        split_seed=r,
+                        steps=int(self.plans["monai_basicunet"]["steps"]),
+                    ),
+                )
+                if sorted(unet_splits["val"]) != sorted(splits["val"]):
+                    raise RuntimeError(f"repeat {repeat} fold {fold}: the peers' folds differ")
+                peer = self.peer_predictor("monai_basicunet", unet, cfg)
+                features = predicted_features(peer, cfg, self.data, val)
+                fitted = fold_peers(gt, demo, repeat, train, val, features, grid)
+                for name, by_pid in fitted.items():
+                    for p, (risk, surv) in by_pid.items():
+                        self.put("oof", name, (repeat, p), risk, surv)
+                log.info("survival repeat %d fold %d done", repeat, fold)
+        for repeat, _, val in self.folds:
+            for p in val:
+                for name, known in (
+                    ("observable_ceiling", gt["observable_risk"]),
+                    ("oracle", gt["true_risk"]),
+                ):
+                    if p in known:
+                        self.put("oof", name, (repeat, p), known[p], [])
+        self.table = {p: {"time": r.time, "event": float(r.event)} for p, r in gt["rows"].items()}
         self.phases["survival"] = round(time.perf_counter() - t0, 1)
-        table = radiomics_table(self.data)
-        for repeat, train, val in self.folds:
-            for p, r in cox_risk(table, train, val).items():
-                self.put("oof", "radiomics_cox", (repeat, p), r)
-        for repeat, pid in self.store["oof"].get("tumorscope", {}):
-            if pid in table:
-                self.put("oof", "oracle", (repeat, pid), table[pid]["true_risk"])
-        self.table = table
 
 
 def summarise(bench: Bench) -> dict[str, Any]:
     """Per-peer figures, paired comparisons, learning curve and goals from the predictions."""
     from tumorscope.metrics.classification import roc_auc
-    from tumorscope.metrics.survival import harrell_c_index, uno_c_index
 
     nb = bench.b.n_boot
     mean = per_seed_mean(lambda x: float(np.mean(x)))
@@ -601,38 +669,8 @@ def summarise(bench: Bench) -> dict[str, Any]:
             a, b = column(kind, "tumorscope", keys, 0), column(kind, peer, keys, 0)
             c = compare(auc, a, b, [lab, seeds], groups, n_boot=nb, margin=MARGINS[key])
             comparisons.append({"metric": key, "peer": peer, **c})
-    # ---- survival: out-of-fold risks, one C-index per repeat, averaged
-    oof = st["oof"]
-    keys = keys_of("oof", [n for n in ("tumorscope", "radiomics_cox", "oracle") if n in oof])
-    t_all = np.asarray([bench.table[k[1]]["time"] for k in keys])
-    e_all = np.asarray([bench.table[k[1]]["event"] for k in keys]).astype(bool)
-    tau = float(np.quantile(t_all, 0.8)) if t_all.size else 0.0
-
-    def uno(r: np.ndarray, tt: np.ndarray, ee: np.ndarray) -> float:
-        return uno_c_index(r, tt, ee, t_all, e_all, tau=tau)
-
-    harrell = per_seed_mean(harrell_c_index)
-    uno_r = per_seed_mean(uno)
-
-    def surv_arrays(names: Sequence[str]) -> tuple[list[Any], np.ndarray, np.ndarray, list[Any]]:
-        ks = keys_of("oof", names)
-        t = np.asarray([bench.table[k[1]]["time"] for k in ks])
-        e = np.asarray([bench.table[k[1]]["event"] for k in ks]).astype(bool)
-        rep, groups = seeds_groups(ks)
-        return ks, t, e, [rep, groups]
-
-    for name in [n for n in LABELS if n in oof]:
-        ks, t, e, (rep, groups) = surv_arrays([name])
-        r = column("oof", name, ks, 0)
-        peers[name]["c_index_harrell"] = figure_ci(harrell, [r, t, e, rep], groups, nb)
-        peers[name]["c_index_uno"] = figure_ci(uno_r, [r, t, e, rep], groups, nb)
-    for peer in [n for n in ("radiomics_cox", "surv_only", "oracle") if n in oof]:
-        ks, t, e, (rep, groups) = surv_arrays(["tumorscope", peer])
-        a, b = column("oof", "tumorscope", ks, 0), column("oof", peer, ks, 0)
-        c = compare(
-            harrell, a, b, [t, e, rep], groups, n_boot=nb, margin=MARGINS["c_index_harrell"]
-        )
-        comparisons.append({"metric": "c_index_harrell", "peer": peer, **c})
+    # ---- survival: out-of-fold risks, one figure per repeat, averaged
+    survival = survival_figures(bench, peers, comparisons, keys_of, column, seeds_groups)
     for name, secs in bench.train_s.items():
         peers[name]["train_seconds"] = round(float(np.mean(secs)), 1)
         peers[name]["train_cpu_seconds"] = round(float(np.mean(bench.train_cpu[name])), 1)
@@ -655,7 +693,14 @@ def summarise(bench: Bench) -> dict[str, Any]:
         "dice_ge_monai_basicunet": cmp("dice", "monai_basicunet").get("non_inferior"),
         "slice_auc_ge_densenet121": cmp("slice_auc", "monai_densenet121").get("non_inferior"),
         "kaggle_auc_ge_densenet121": cmp("kaggle_auc", "monai_densenet121").get("non_inferior"),
-        "c_index_ge_radiomics_cox": cmp("c_index_harrell", "radiomics_cox").get("non_inferior"),
+        "c_index_above_clinical_cox": lower_above(cmp("c_index_harrell", "clinical_cox"), 0.0),
+        "c_index_above_radiomics_cox_basicunet": lower_above(
+            cmp("c_index_harrell", "radiomics_cox_basicunet"), 0.0
+        ),
+        "c_index_non_inferior_radiomics_cox_gt": lower_above(
+            cmp("c_index_harrell", "radiomics_cox_gt"), -0.03
+        ),
+        "c_index_ratio_to_observable_ceiling": survival.get("ratio_to_observable_ceiling"),
         "multitask_dice_non_inferior": cmp("dice", "seg_only").get("non_inferior"),
         "multitask_slice_auc_ge_cls_only": cmp("slice_auc", "cls_only").get("non_inferior"),
         "multitask_kaggle_auc_ge_cls_only": cmp("kaggle_auc", "cls_only").get("non_inferior"),
@@ -665,9 +710,114 @@ def summarise(bench: Bench) -> dict[str, Any]:
         "comparisons": comparisons,
         "goals": goals,
         "curve": learning_curve(bench) if image_peers else [],
+        **{k: v for k, v in survival.items() if k != "ratio_to_observable_ceiling"},
+    }
+
+
+def lower_above(comparison: dict[str, Any], bound: float) -> bool | None:
+    """Whether a comparison's Δ CI lies above ``bound`` (None: not compared in this run)."""
+    ci = comparison.get("delta_ci95")
+    return None if not ci else bool(ci[0] > bound)
+
+
+def survival_figures(
+    bench: Bench,
+    peers: dict[str, dict[str, Any]],
+    comparisons: list[dict[str, Any]],
+    keys_of: Callable[..., list[Any]],
+    column: Callable[..., Any],
+    seeds_groups: Callable[..., tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
+    """Harrell's and Uno's C, IBS and td-AUC of every survival peer (out of fold, the mean
+    over repeats), paired comparisons of tumorscope with each, and the ceiling ratio."""
+    from tumorscope.metrics.survival import (
+        harrell_c_index,
+        integrated_brier_score,
+        time_dependent_auc,
+        uno_c_index,
+    )
+
+    oof = bench.store["oof"]
+    if "tumorscope" not in oof:
+        return {}
+    nb = bench.b.n_boot
+    keys = keys_of("oof", ["tumorscope"])
+    t_all = np.asarray([bench.table[k[1]]["time"] for k in keys])
+    e_all = np.asarray([bench.table[k[1]]["event"] for k in keys]).astype(bool)
+    tau = float(np.quantile(t_all, 0.8))
+    full = np.asarray(bench.grid, dtype=np.float64)
+    inside = full < t_all.max()
+    grid = full[inside]
+    horizons = np.quantile(t_all, HORIZON_QUANTILES)
+
+    def safe(fn: Callable[..., float]) -> Callable[..., float]:
+        """NaN where a resample leaves a metric undefined (one class, times outside it)."""
+
+        def at(*a: np.ndarray) -> float:
+            try:
+                return float(fn(*a))
+            except ValueError:
+                return float("nan")
+
+        return per_seed_mean(at)
+
+    def uno(r: np.ndarray, tt: np.ndarray, ee: np.ndarray) -> float:
+        return uno_c_index(r, tt, ee, t_all, e_all, tau=tau)
+
+    def td_auc(h: float) -> Callable[..., float]:
+        def at(r: np.ndarray, tt: np.ndarray, ee: np.ndarray) -> float:
+            return float(time_dependent_auc(r, tt, ee, t_all, e_all, [h])[0][0])
+
+        return safe(at)
+
+    def ibs_of(surv: np.ndarray) -> Callable[..., float]:
+        def at(i: np.ndarray, tt: np.ndarray, ee: np.ndarray) -> float:
+            curves = surv[i.astype(int)][:, inside]
+            return integrated_brier_score(curves, tt, ee, t_all, e_all, grid)
+
+        return safe(at)
+
+    harrell = per_seed_mean(harrell_c_index)
+
+    def arrays(names: Sequence[str]) -> tuple[list[Any], np.ndarray, np.ndarray, Any, Any]:
+        ks = keys_of("oof", names)
+        t = np.asarray([bench.table[k[1]]["time"] for k in ks])
+        e = np.asarray([bench.table[k[1]]["event"] for k in ks]).astype(bool)
+        rep, groups = seeds_groups(ks)
+        return ks, t, e, rep, groups
+
+    for name in [n for n in SURVIVAL_LABELS if n in oof]:
+        ks, t, e, rep, groups = arrays([name])
+        r = column("oof", name, ks, 0)
+        f = peers.setdefault(name, {"label": SURVIVAL_LABELS[name]})
+        f["label"] = SURVIVAL_LABELS[name]
+        f["c_index_harrell"] = figure_ci(harrell, [r, t, e, rep], groups, nb)
+        f["c_index_uno"] = figure_ci(safe(uno), [r, t, e, rep], groups, nb)
+        f["td_auc"] = {
+            f"{h:.0f}d": figure_ci(td_auc(h), [r, t, e, rep], groups, nb) for h in horizons
+        }
+        curves = [oof[name][k][1] for k in ks]
+        if grid.size >= 2 and all(len(c) == len(full) for c in curves):
+            surv = np.asarray(curves, dtype=np.float64)
+            idx = np.arange(len(ks), dtype=np.float64)
+            f["ibs"] = figure_ci(ibs_of(surv), [idx, t, e, rep], groups, nb)
+    for peer in [n for n in SURVIVAL_COMPARISONS if n in oof]:
+        ks, t, e, rep, groups = arrays(["tumorscope", peer])
+        a, b = column("oof", "tumorscope", ks, 0), column("oof", peer, ks, 0)
+        c = compare(
+            harrell, a, b, [t, e, rep], groups, n_boot=nb, margin=MARGINS["c_index_harrell"]
+        )
+        comparisons.append({"metric": "c_index_harrell", "peer": peer, **c})
+    ceiling = next((c for c in comparisons if c["peer"] == "observable_ceiling"), None)
+    return {
         "survival_patients": len({k[1] for k in keys}),
         "survival_rows": len(keys),
         "survival_tau_days": round(tau, 1),
+        "survival_grid_days": [round(g, 1) for g in grid.tolist()],
+        "survival_horizons_days": [round(float(h), 1) for h in horizons],
+        "ratio_to_observable_ceiling": None
+        if ceiling is None
+        else {"value": ceiling["ratio"], "ci95": ceiling["ratio_ci95"]},
     }
 
 
@@ -767,12 +917,15 @@ def main() -> int:
     parser.add_argument(
         "--survival-only",
         action="store_true",
-        help="tumorscope's survival folds, radiomics + Cox and the oracle alone",
+        help="the survival peers alone (survival_lib.py), every patient out of fold",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
-    budget = QUICK if args.quick else FULL
+    if args.survival_only:
+        budget = SURVIVAL_QUICK if args.quick else SURVIVAL_FULL
+    else:
+        budget = QUICK if args.quick else FULL
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -782,7 +935,7 @@ def main() -> int:
             bench.load_state(args.from_state)
             return report(args, bench, summarise(bench), t0)
         work.mkdir(parents=True, exist_ok=True)
-        bench.synthesize_data()
+        bench.synthesize_data(survival=args.survival_only)
         bench.phases["data"] = round(time.perf_counter() - t0, 1)
         bench.run(survival_only=args.survival_only)
         bench.save_state(args.out / "peers-state.json")
@@ -830,7 +983,6 @@ def report(args: argparse.Namespace, bench: Bench, result: dict[str, Any], t0: f
             "seeds": budget.seeds,
             "survival_folds": budget.folds,
             "survival_repeats": budget.repeats,
-            "surv_only_repeats": 1,
             "step_scale_of_demo_recipe": budget.step_scale,
             "margins": MARGINS,
         },

@@ -318,78 +318,6 @@ def ms_per_slice(
     return 1000.0 * best / max(1, images.shape[0])
 
 
-# --------------------------------------------------------------------------- radiomics + Cox
-
-
-def radiomics_features(seg: np.ndarray, spacing: Sequence[float]) -> tuple[float, float]:
-    """Tumour volume and enhancing fraction from a BraTS label volume.
-
-    Args:
-        seg: ``(X, Y, Z)`` labels (0 background, 1 NCR, 2 ED, 4 or 3 ET).
-        spacing: Voxel size in mm per axis.
-
-    Returns:
-        ``(volume_ml, enhancing_fraction)``: whole-tumour volume in mL and ET voxels over
-        tumour voxels (0 without tumour).
-    """
-    tumour = int(np.count_nonzero(seg))
-    voxel_ml = float(np.prod([float(s) for s in spacing[:3]])) / 1000.0
-    enhancing = int(np.count_nonzero(np.isin(seg, BRATS_ET)))
-    return tumour * voxel_ml, (enhancing / tumour if tumour else 0.0)
-
-
-def radiomics_table(data: Sequence[Path]) -> dict[str, dict[str, float]]:
-    """Per BraTS patient with an outcome: ``volume_ml``, ``enhancing_fraction``, ``age``,
-    ``time`` (days), ``event`` (0/1), ``true_risk`` (NaN if absent), from ground truth."""
-    from tumorscope.data.layout import discover, load_case
-
-    index = discover(list(data))
-    rows: dict[str, dict[str, float]] = {}
-    for case in index.cases:
-        outcome = index.outcomes.get(case.patient_id)
-        if case.mask is None or outcome is None:
-            continue
-        loaded = load_case(case, (next(iter(case.channels)),))
-        if loaded.mask is None:
-            continue
-        vol, enh = radiomics_features(loaded.mask, loaded.meta.spacing)
-        age = outcome.clinical.get("age", outcome.clinical.get("Age"))
-        rows[case.patient_id] = {
-            "volume_ml": vol,
-            "enhancing_fraction": enh,
-            "age": float("nan") if age is None else float(age),
-            "time": float(outcome.time),
-            "event": float(outcome.event),
-            "true_risk": float(index.true_risk.get(case.patient_id, np.nan)),
-        }
-    return rows
-
-
-def cox_risk(
-    table: dict[str, dict[str, float]], train: Sequence[str], predict: Sequence[str]
-) -> dict[str, float]:
-    """Fit lifelines ``CoxPHFitter`` on ``train`` patients; log partial hazard of ``predict``.
-
-    Covariates: log tumour volume, enhancing fraction, age (missing age: training median);
-    a small ridge penalty keeps the fit finite on tiny cohorts.
-    """
-    import pandas as pd
-    from lifelines import CoxPHFitter
-
-    def frame(ids: Sequence[str]) -> pd.DataFrame:
-        df = pd.DataFrame([table[p] for p in ids], index=list(ids))
-        df["log_volume"] = np.log1p(df["volume_ml"])
-        return df[["log_volume", "enhancing_fraction", "age", "time", "event"]]
-
-    tr, te = frame([p for p in train if p in table]), frame([p for p in predict if p in table])
-    median_age = float(tr["age"].median()) if tr["age"].notna().any() else 0.0
-    tr["age"], te["age"] = tr["age"].fillna(median_age), te["age"].fillna(median_age)
-    cph = CoxPHFitter(penalizer=0.01)
-    cph.fit(tr, duration_col="time", event_col="event")
-    risk = cph.predict_log_partial_hazard(te.drop(columns=["time", "event"]))
-    return {str(p): float(v) for p, v in risk.items()}
-
-
 # --------------------------------------------------------------------------- statistics
 
 
@@ -487,15 +415,16 @@ def table_cell(f: Any) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The peer, comparison, learning-curve and 2D-strata tables as Markdown."""
+    """The peer, comparison, learning-curve and 2D-strata tables as Markdown (the survival
+    table for a ``--survival-only`` run)."""
+    if result.get("survival_only"):
+        return survival_markdown(result)
     cols = [
         ("dice", "3D Dice"),
         ("dice_ungated", "Dice ungated"),
         ("hd95_mm", "HD95 mm"),
         ("slice_auc", "slice AUC"),
         ("kaggle_auc", "2D AUC"),
-        ("c_index_harrell", "Harrell C (OOF)"),
-        ("c_index_uno", "Uno C (OOF)"),
         ("steps", "steps"),
         ("train_cpu_seconds", "train CPU s"),
         ("budget_ratio", "of budget"),
@@ -511,25 +440,70 @@ def markdown(result: dict[str, Any]) -> str:
         "model's steps are planned from two probe trainings on the same CPU timer. "
         f"Segmentation and classification over {b['seeds']} seed(s) on one fixed test split "
         f"({d['test_patients']} patients) and a fixed 2D test set of "
-        f"{d['kaggle_test_images']} images; survival out of fold over {b['survival_folds']} "
-        f"folds × {b['survival_repeats']} repeats ({result['survival_patients']} patients; "
-        f"surv_only {b['surv_only_repeats']} repeat). 95% CIs: patient-level bootstrap. "
-        "tumorscope is one model; the peers are three."
+        f"{d['kaggle_test_images']} images (survival: `peers.py --survival-only`). 95% CIs: "
+        "patient-level bootstrap. tumorscope is one model; the peers are three."
         + (
             f" tumorscope overrides: {' '.join(result['tumorscope_overrides'])}."
             if result.get("tumorscope_overrides")
             else ""
-        )
-        + (" Survival only." if result.get("survival_only") else ""),
+        ),
         "",
         "| peer | " + " | ".join(c[1] for c in cols) + " |",
         "|---" * (len(cols) + 1) + "|",
     ]
     for p in result["peers"].values():
+        if p.get("dice") is None and p.get("slice_auc") is None:
+            continue  # a survival peer: not in this run
         lines.append(
             f"| {p['label']} | " + " | ".join(table_cell(p.get(k)) for k, _ in cols) + " |"
         )
-    lines += [
+    return "\n".join(lines + comparison_lines(result) + image_extras(result))
+
+
+def survival_markdown(result: dict[str, Any]) -> str:
+    """The survival peers' table (``--survival-only``)."""
+    b, d = result["budget"], result["data"]
+    horizons = result.get("survival_horizons_days") or []
+    cols = [("c_index_harrell", "Harrell C"), ("c_index_uno", "Uno C"), ("ibs", "IBS")]
+    ratio = result["goals"].get("c_index_ratio_to_observable_ceiling") or {}
+    lines = [
+        f"Survival peers on `{d['preset']}` brain MRI (FLAIR), {result['survival_patients']} "
+        f"patients {tuple(d['shape'])}, every one out of fold over {b['survival_folds']} "
+        f"folds × {b['survival_repeats']} repeats (figures: the mean over repeats; 95% CIs: "
+        f"patient-level bootstrap), on {result['cpu']['model']} ({result['cpu']['flags']}). "
+        f"tumorscope and BasicUNet are trained per fold for {b['cpu_seconds']} CPU s each; "
+        "every Cox model is fitted on the training folds' ground-truth-mask features. "
+        f"IBS over {len(result.get('survival_grid_days') or [])} times, td-AUC at "
+        f"{', '.join(f'{h:.0f}' for h in horizons)} days.",
+        "",
+        "| peer | "
+        + " | ".join(c[1] for c in cols)
+        + "".join(f" | td-AUC {h:.0f} d" for h in horizons)
+        + " |",
+        "|---" * (len(cols) + len(horizons) + 1) + "|",
+    ]
+    for p in result["peers"].values():
+        if p.get("c_index_harrell") is None:
+            continue
+        td = p.get("td_auc") or {}
+        lines.append(
+            f"| {p['label']} | "
+            + " | ".join(table_cell(p.get(k)) for k, _ in cols)
+            + "".join(f" | {table_cell(v)}" for v in td.values())
+            + " |"
+        )
+    if ratio:
+        lines += [
+            "",
+            f"tumorscope / observable ceiling (Harrell C): {ratio['value']:.3f} "
+            f"[{ratio['ci95'][0]:.3f}, {ratio['ci95'][1]:.3f}]",
+        ]
+    return "\n".join(lines + comparison_lines(result) + ["\n"])
+
+
+def comparison_lines(result: dict[str, Any]) -> list[str]:
+    """The paired comparisons table."""
+    lines = [
         "",
         "| tumorscope vs | metric | tumorscope | peer | Δ [95% CI] | verdict (margin) |",
         "|---|---|---|---|---|---|",
@@ -540,6 +514,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"{c['delta']:+.3f} [{c['delta_ci95'][0]:+.3f}, {c['delta_ci95'][1]:+.3f}] | "
             f"{c['verdict']} ({c['margin']:g}) |"
         )
+    lines += ["", "Goals: " + ", ".join(f"{k}={v}" for k, v in result["goals"].items())]
+    return lines
+
+
+def image_extras(result: dict[str, Any]) -> list[str]:
+    """The learning curve and the 2D strata tables."""
+    d = result["data"]
+    lines: list[str] = []
     curve = result.get("curve") or []
     if curve:
         names = list(curve[0]["peers"])
@@ -579,5 +561,4 @@ def markdown(result: dict[str, Any]) -> str:
                 cells = [table_cell(strata[n][col].get(v)) for n in names]
                 n_img = first[col][v]["n"]
                 lines.append(f"| {col}={v} (n={n_img}) | " + " | ".join(cells) + " |")
-    lines += ["", "Goals: " + ", ".join(f"{k}={v}" for k, v in result["goals"].items())]
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]

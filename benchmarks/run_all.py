@@ -1,8 +1,8 @@
 """Run the benchmark scripts of this folder and collect their JSON figures.
 
 ``--full`` (``make bench``) runs :data:`SCRIPTS` at full size within the time budget of
-``benchmarks/README.md`` (peers ≤ 60 min, every other script ≤ 10 min, the whole
-≤ 100 min); ``--long`` (``make bench-long``) the long runs (:data:`LONG`); ``--quick``
+``benchmarks/README.md`` (image peers ≤ 45 min, survival peers ≤ 50 min, every other
+script ≤ 10 min, the whole ≤ 100 min); ``--long`` (``make bench-long``) the long runs (:data:`LONG`); ``--quick``
 (``make bench-quick``, ≤ 10 min) every script at small size. Each script takes
 ``--quick`` and prints one JSON object on its last stdout line; the collected figures,
 each script's wall time against its budget and the CPU go to ``bench-out/results.json``.
@@ -20,7 +20,8 @@ from pathlib import Path
 from machine import cpu
 
 HERE = Path(__file__).resolve().parent
-# Order matters: cheap, independent figures first.
+# Order matters: cheap, independent figures first. An entry may carry arguments; its
+# results key is the script's stem, plus the flag for ``peers.py --survival-only``.
 SCRIPTS = [
     "model_size.py",
     "synthetic.py",
@@ -31,13 +32,20 @@ SCRIPTS = [
     "export.py",
     "service.py",
     "peers.py",
+    "peers.py --survival-only",
 ]
 # Long runs: their own target (``make bench-long``), not in ``make bench``.
 LONG = ["faults.py", "service_soak.py"]
 # Wall-time budget of each script in ``make bench`` on this machine, and of the whole.
-BUDGET_S = {"peers.py": 3600.0}
+BUDGET_S = {"peers": 2700.0, "peers-survival-only": 3000.0}
 SCRIPT_BUDGET_S = 600.0
 TOTAL_BUDGET_S = 6000.0
+
+
+def key_of(entry: str) -> str:
+    """Results key of a :data:`SCRIPTS` entry: ``peers.py --survival-only`` → ``peers-survival-only``."""
+    file, *extra = entry.split()
+    return "-".join([file.removesuffix(".py"), *(a.lstrip("-") for a in extra)])
 
 
 def main() -> int:
@@ -53,11 +61,13 @@ def main() -> int:
     failed = []
     scripts = LONG if args.long else SCRIPTS + (LONG if args.quick else [])
     start = time.perf_counter()
-    for name in scripts:
-        script = HERE / name
+    for entry in scripts:
+        file, *extra = entry.split()
+        name = key_of(entry)
+        script = HERE / file
         if not script.is_file():
             continue
-        cmd = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
+        cmd = [sys.executable, str(script), *extra, *(["--quick"] if args.quick else [])]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         # stderr (progress logs) streams through; stdout is kept for the JSON line.
@@ -76,16 +86,16 @@ def main() -> int:
             failed.append(name)
             print(f"   last line is not JSON: {lines[-1][:200]}", flush=True)
             continue
-        results[name.removesuffix(".py")] = {**figures, "wall_seconds": round(seconds, 1)}
+        results[name] = {**figures, "wall_seconds": round(seconds, 1)}
         print(json.dumps(figures), flush=True)
     total = time.perf_counter() - start
     budget = {
-        name.removesuffix(".py"): {
-            "wall_seconds": results[name.removesuffix(".py")]["wall_seconds"],
-            "budget_seconds": BUDGET_S.get(name, SCRIPT_BUDGET_S),
+        key_of(e): {
+            "wall_seconds": results[key_of(e)]["wall_seconds"],
+            "budget_seconds": BUDGET_S.get(key_of(e), SCRIPT_BUDGET_S),
         }
-        for name in scripts
-        if name.removesuffix(".py") in results
+        for e in scripts
+        if key_of(e) in results
     }
     summary = {
         "mode": "long" if args.long else "quick" if args.quick else "full",

@@ -1,11 +1,10 @@
-"""Pure helpers of benchmarks/peers_lib.py: radiomics features, budgets, seed-wise metrics."""
+"""Pure helpers of benchmarks/peers_lib.py: budgets, seed-wise metrics, the survival summary."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -18,7 +17,6 @@ from peers_lib import (  # noqa: E402
     compare,
     curve_steps,
     per_seed_mean,
-    radiomics_features,
     recipe_overrides,
 )
 
@@ -36,24 +34,6 @@ BUDGET = Budget(
     curve_patients=2,
     probe_steps=4,
 )
-
-
-def test_radiomics_features_hand_computed(tmp_path: Path) -> None:
-    seg = np.zeros((7, 9, 5), dtype=np.int16)
-    seg[1:3, 1:4, 1:3] = 2  # 12 oedema voxels
-    seg[1:3, 1:2, 1:3] = 4  # 4 of them enhancing
-    seg[5, 5, 4] = 1  # one necrotic voxel
-    path = tmp_path / "seg.nii.gz"
-    nib.save(nib.Nifti1Image(seg, np.diag([2.0, 1.0, 1.5, 1.0])), path)
-    img = nib.load(path)
-    vol, enh = radiomics_features(np.asarray(img.dataobj), img.header.get_zooms())
-    assert vol == pytest.approx(13 * 2.0 * 1.0 * 1.5 / 1000.0)
-    assert enh == pytest.approx(4 / 13)
-
-
-def test_radiomics_features_empty_mask() -> None:
-    vol, enh = radiomics_features(np.zeros((3, 4, 5), dtype=np.int16), (1.0, 1.0, 1.0))
-    assert (vol, enh) == (0.0, 0.0)
 
 
 def test_recipe_overrides_load_and_share_one_step_budget() -> None:
@@ -125,46 +105,61 @@ def test_compare_identical_models_is_a_tie() -> None:
 
 
 def test_survival_only_summary_and_state_round_trip(tmp_path: Path) -> None:
-    """A survival-only run: C-indices match lifelines, image goals are None, and the saved
-    state re-summarises to the same result (``--from-state``)."""
+    """A survival-only run: C-indices match lifelines, the IBS scikit-survival's, image goals
+    are None, and the saved state re-summarises to the same result (``--from-state``)."""
     from lifelines.utils import concordance_index
     from peers import Bench, summarise
+    from sksurv.metrics import integrated_brier_score
+    from sksurv.util import Surv
 
     rng = np.random.default_rng(3)
-    pids = [f"p{i:02d}" for i in range(40)]
-    risk = rng.normal(size=40)
+    n = 60
+    pids = [f"p{i:02d}" for i in range(n)]
+    risk = rng.normal(size=n)
     time = np.ceil(rng.exponential(np.exp(-risk)) * 300)
-    event = rng.random(40) < 0.7
-    noisy = risk + rng.normal(size=40)
+    event = rng.random(n) < 0.7
+    noisy = risk + rng.normal(size=n)
     bench = Bench(BUDGET, tmp_path)
     bench.table = {
-        p: {"time": float(t), "event": float(e), "true_risk": float(r)}
-        for p, t, e, r in zip(pids, time, event, risk, strict=True)
+        p: {"time": float(t), "event": float(e)} for p, t, e in zip(pids, time, event, strict=True)
     }
-    # Two repeats of the same out-of-fold risks: the C-index is their mean.
-    for name, values in (("tumorscope", noisy), ("radiomics_cox", -risk), ("oracle", risk)):
+    bench.grid = np.quantile(time, [0.1, 0.3, 0.5, 0.7]).tolist()
+    grid = np.asarray(bench.grid)
+
+    def curves(r: np.ndarray) -> np.ndarray:  # an exponential model: S(t) = exp(-t e^r / 300)
+        return np.exp(-np.outer(np.exp(r), grid) / 300.0)
+
+    # Two repeats of the same out-of-fold risks: every figure is their mean.
+    peers_in = {"tumorscope": noisy, "clinical_cox": -risk, "oracle": risk}
+    for name, values in peers_in.items():
+        surv = curves(values) if name != "oracle" else [[]] * n
         for repeat in (0, 1):
-            for p, v in zip(pids, values.tolist(), strict=True):
-                bench.put("oof", name, (repeat, p), v)
+            for p, v, s in zip(pids, values.tolist(), surv, strict=True):
+                bench.put("oof", name, (repeat, p), v, list(s))
     bench.train_s, bench.train_cpu = {"tumorscope": [10.0, 12.0]}, {"tumorscope": [20.0, 22.0]}
-    bench.folds = [(0, pids[:20], pids[20:]), (0, pids[20:], pids[:20])]
+    bench.folds = [(0, pids[:30], pids[30:]), (0, pids[30:], pids[:30])]
     result = summarise(bench)
     peers = result["peers"]
-    for name, r in (("tumorscope", noisy), ("oracle", risk), ("radiomics_cox", -risk)):
+    for name, r in peers_in.items():
         expected = concordance_index(time, -r, event)  # lifelines: higher score, longer life
         assert peers[name]["c_index_harrell"]["value"] == pytest.approx(expected, abs=1e-4)
+    y = Surv.from_arrays(event, time)
+    ibs = integrated_brier_score(y, y, curves(noisy), grid)
+    assert peers["tumorscope"]["ibs"]["value"] == pytest.approx(ibs, abs=1e-4)
+    assert "ibs" not in peers["oracle"]  # no survival curves
+    assert len(peers["tumorscope"]["td_auc"]) == 3
     assert (
-        peers["radiomics_cox"]["c_index_harrell"]["value"]
+        peers["clinical_cox"]["c_index_harrell"]["value"]
         < 0.5
         < peers["oracle"]["c_index_harrell"]["value"]
     )
     assert peers["tumorscope"]["train_seconds"] == 11.0
-    assert "dice" not in peers["tumorscope"] and result["survival_patients"] == 40
-    assert result["survival_rows"] == 80
+    assert "dice" not in peers["tumorscope"] and result["survival_patients"] == n
+    assert result["survival_rows"] == 2 * n
     by = {c["peer"]: c for c in result["comparisons"]}
-    assert by["radiomics_cox"]["verdict"] == "better"
-    assert by["oracle"]["verdict"] in ("worse", "undecided")  # 40 patients: a wide CI
-    assert result["goals"]["c_index_ge_radiomics_cox"] is True
+    assert by["clinical_cox"]["verdict"] == "better"
+    assert by["oracle"]["verdict"] in ("worse", "undecided")
+    assert result["goals"]["c_index_above_clinical_cox"] is True
     assert result["goals"]["dice_ge_monai_basicunet"] is None
     bench.save_state(tmp_path / "state.json")
     again = Bench(BUDGET, tmp_path)

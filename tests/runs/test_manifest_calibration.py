@@ -40,7 +40,7 @@ def test_the_run_config_fills_keys_an_older_manifest_lacks_and_stored_keys_win()
             {"gate_threshold": 0.2, "slice_gate": False, "min_component_ml": 0.5},
         )
     )
-    assert old.calibration is not None and old.schema_version == SCHEMA_VERSION == 4
+    assert old.calibration is not None and old.schema_version == SCHEMA_VERSION == 5
     assert (old.calibration.gate_threshold, old.calibration.slice_gate) == (0.2, False)
     assert old.calibration.min_component_ml == 0.5
     bare = RunManifest.from_dict(_manifest({"temperature": 1.0}, {}))

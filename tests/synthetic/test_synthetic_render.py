@@ -23,6 +23,7 @@ from tumorscope.synthetic import example_grid, sample_cohort, synthesize
 from tumorscope.synthetic.anatomy import lesion_centre, load_atlas
 from tumorscope.synthetic.brain import render_brain
 from tumorscope.synthetic.kaggle import render_kaggle, sample_kaggle
+from tumorscope.synthetic.presets import get_preset
 
 SHAPE = (48, 56, 40)
 PET_SHAPE = (40, 40, 28)
@@ -89,8 +90,12 @@ def test_survival_and_true_risk_csvs_match_the_sampled_cohort(brain_dir: Path) -
     surv = pd.read_csv(root / "survival_info.csv", dtype=str, keep_default_na=False)
     assert list(surv.columns) == ["Brats20ID", "Age", "Survival_days", "Extent_of_Resection"]
     risk = pd.read_csv(root / "true_risk.csv")
-    assert list(risk.columns) == ["patient_id", "true_log_hazard"]
+    assert list(risk.columns) == ["patient_id", "true_log_hazard", "observable_log_hazard"]
     for p, row, rrow in zip(cohort, surv.itertuples(), risk.itertuples(), strict=True):
+        # The observable part: the true log-hazard less its latent term (s·β_latent·x).
+        latent = rrow.true_log_hazard - rrow.observable_log_hazard
+        scale = get_preset("hard").scales("brain-mri")[0]
+        assert latent == pytest.approx(scale * 0.45 * p.features["latent"], abs=2e-6)
         assert row.Brats20ID == p.patient_id == rrow.patient_id
         expected = f"{p.time:.0f}" if p.event else f"ALIVE ({p.time:.0f} days later)"
         assert row.Survival_days == expected
@@ -112,6 +117,9 @@ def test_generated_folders_pass_validate_dataset_and_read_back(
     cohort = sample_cohort(profile="brain-mri", patients=3, difficulty="hard", seed=3)
     for p in cohort:
         assert index.true_risk[p.patient_id] == pytest.approx(p.log_hazard, abs=1e-6)
+        assert index.observable_risk[p.patient_id] == pytest.approx(
+            p.observable_log_hazard, abs=1e-6
+        )
         assert index.outcomes[p.patient_id].event == p.event
         assert index.outcomes[p.patient_id].time == p.time
     case = next(c for c in index.cases if c.source == "brats")

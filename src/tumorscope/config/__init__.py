@@ -25,6 +25,7 @@ from tumorscope.config.schema import (
     RuntimeConfig,
     SegLoss,
     StageConfig,
+    SurvivalConfig,
     Task,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "RuntimeConfig",
     "SegLoss",
     "StageConfig",
+    "SurvivalConfig",
     "Task",
     "config_from_dict",
     "load_config",

@@ -284,6 +284,39 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class SurvivalConfig:
+    """The patient-level survival model fitted at the end of training.
+
+    Attributes:
+        model: ``cox``: tumour features measured on the predicted 3D masks plus clinical
+            covariates in a penalised Cox (:mod:`tumorscope.survival`), fitted on the
+            training patients' ground-truth masks; ``deep``: the survival head's risk alone.
+        clinical: Use the outcome tables' clinical covariates (e.g. ``Age``,
+            ``Extent_of_Resection``) in the Cox model.
+        deep_risk: Add the survival head's risk as a covariate: ``auto`` where inner
+            cross-validation raises Harrell's C by more than ``min_gain``, ``never``, ``always``.
+        min_gain: Inner-CV C-index gain the deep risk must bring under ``auto``.
+        l1_ratio: Elastic-net mixing of the Cox penalty (1 = lasso, towards 0 = ridge).
+        inner_folds: Folds of the inner cross-validation that chooses the penalty.
+        bootstrap: Resamples for the coefficients' 95 % confidence intervals.
+    """
+
+    model: Literal["cox", "deep"] = "cox"
+    clinical: bool = True
+    deep_risk: Literal["auto", "never", "always"] = "auto"
+    min_gain: float = 0.005
+    l1_ratio: float = 0.5
+    inner_folds: int = 5
+    bootstrap: int = 200
+
+    def validate(self) -> None:
+        _range("survival.min_gain", self.min_gain, 0, 1)
+        _range("survival.l1_ratio", self.l1_ratio, 0, 1, open_lo=True)
+        _range("survival.inner_folds", self.inner_folds, 2, 20)
+        _range("survival.bootstrap", self.bootstrap, 0, 10000)
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Execution settings.
 
@@ -366,6 +399,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     stages: tuple[StageConfig, ...] = ()
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    survival: SurvivalConfig = field(default_factory=SurvivalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -375,6 +409,7 @@ class Config:
         self.model.validate()
         self.loss.validate()
         self.calibration.validate()
+        self.survival.validate()
         self.runtime.validate()
         self.export.validate()
         _check(

@@ -51,6 +51,8 @@ MAX_DEPTH = 2
 #: Levels below a layout root that hold its files (Kaggle 4-class: ``Training/glioma/x.jpg``).
 LAYOUT_DEPTH = 3
 TRUE_RISK_FILE = "true_risk.csv"
+#: The sidecar's optional column: the true log-hazard without its unobserved term.
+OBSERVABLE_COLUMN = "observable_log_hazard"
 #: Geometry tolerance (mm for spacing/origin, unitless for direction), as nnU-Net's check.
 GEOMETRY_TOL = 1e-3
 
@@ -100,9 +102,12 @@ def read_case(path: Path) -> tuple[Case | None, list[DataError]]:
     return None, []
 
 
-def read_true_risk(path: Path) -> tuple[dict[str, float], list[DataError]]:
-    """Read a synthetic ``true_risk.csv`` sidecar (``patient_id,true_log_hazard``)."""
-    rows, problems = read_csv_table(path, ("patient_id", "true_log_hazard"))
+def read_true_risk(
+    path: Path, column: str = "true_log_hazard"
+) -> tuple[dict[str, float], list[DataError]]:
+    """Read a synthetic ``true_risk.csv`` sidecar (``patient_id,true_log_hazard`` and, from
+    generators that know it, ``observable_log_hazard``): ``column`` per patient."""
+    rows, problems = read_csv_table(path, ("patient_id", column))
     out: dict[str, float] = {}
     for line, row in rows:
         pid = row["patient_id"]
@@ -112,19 +117,28 @@ def read_true_risk(path: Path) -> tuple[dict[str, float], list[DataError]]:
             )
             continue
         try:
-            value = float(row["true_log_hazard"])
+            value = float(row[column])
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
             problems.append(
                 SurvivalValueError(
                     path,
-                    f"line {line} ({pid}): true_log_hazard {row['true_log_hazard']!r} is not a finite number",
+                    f"line {line} ({pid}): {column} {row[column]!r} is not a finite number",
                 )
             )
             continue
         out[pid] = value
     return out, problems
+
+
+def _header(path: Path) -> list[str]:
+    """Column names of a small CSV file's first line (empty if unreadable)."""
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            return [c.strip() for c in f.readline().split(",")]
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def discover(roots: Sequence[str | Path], *, max_voxels: int = DEFAULT_MAX_VOXELS) -> DatasetIndex:
@@ -203,6 +217,10 @@ def _discover_one(
         risk, probs = read_true_risk(sidecar)
         index.problems.extend(probs)
         index.true_risk.update(risk)
+        if OBSERVABLE_COLUMN in _header(sidecar):
+            seen, probs = read_true_risk(sidecar, OBSERVABLE_COLUMN)
+            index.problems.extend(probs)
+            index.observable_risk.update(seen)
 
 
 def _check_duplicates(index: DatasetIndex) -> None:

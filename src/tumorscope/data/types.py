@@ -179,6 +179,8 @@ class DatasetIndex:
         images: 2D image-folder items (Kaggle).
         outcomes: patient_id → outcome (BraTS survival CSV, HECKTOR endpoint CSV).
         true_risk: patient_id → true log-hazard from a synthetic sidecar, if present.
+        observable_risk: patient_id → the true log-hazard without its unobserved term
+            (the sidecar's ``observable_log_hazard``), if present.
         problems: Problems found while discovering (each ``"PATH: fault"``).
         left_out: Layout key → cases found on disk but left out for their problems.
     """
@@ -189,6 +191,7 @@ class DatasetIndex:
     images: list[ImageItem] = field(default_factory=list)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     true_risk: dict[str, float] = field(default_factory=dict)
+    observable_risk: dict[str, float] = field(default_factory=dict)
     problems: list[DataError] = field(default_factory=list)
     left_out: dict[str, int] = field(default_factory=dict)
 

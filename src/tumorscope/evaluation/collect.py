@@ -84,6 +84,9 @@ class HeldOut:
     ``held_out`` the account of the units left out as seen
     (:attr:`~tumorscope.evaluation.seen.Selection.summary`); ``strata_files`` and
     ``strata_warnings`` the ``strata.csv`` files read and what did not match in them.
+    ``risk`` is the run's patient risk (its survival model's where it has one),
+    ``deep_risk`` the survival head's, ``features`` the tumour features of the predicted
+    masks the survival model read.
     """
 
     regions: list[str] = field(default_factory=list)
@@ -100,6 +103,7 @@ class HeldOut:
     lesion_hd95: list[float] = field(default_factory=list)
     lesion_dice_by_region: dict[str, list[float]] = field(default_factory=dict)
     lesion_hd95_by_region: dict[str, list[float]] = field(default_factory=dict)
+    volume_error_by_region: dict[str, list[float]] = field(default_factory=dict)
     case_extra: dict[str, list[float]] = field(default_factory=dict)
     gated: list[bool] = field(default_factory=list)
     slice_prob: list[float] = field(default_factory=list)
@@ -119,6 +123,8 @@ class HeldOut:
     strata_files: list[str] = field(default_factory=list)
     strata_warnings: list[str] = field(default_factory=list)
     risk: dict[str, float] = field(default_factory=dict)
+    deep_risk: dict[str, float] = field(default_factory=dict)
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
     outcomes: dict[str, tuple[float, bool]] = field(default_factory=dict)
     true_risk: dict[str, float] = field(default_factory=dict)
     overlays: list[Overlay] = field(default_factory=list)
@@ -198,6 +204,8 @@ def _add_case(
         out.hd95_by_region.setdefault(r, []).append(float(h[i]))
         out.lesion_dice_by_region.setdefault(r, []).append(lesions[i].dice)
         out.lesion_hd95_by_region.setdefault(r, []).append(lesions[i].hd95)
+        volume_error = per_region[i]["abs_volume_error"] / 1000.0  # mm³ -> mL
+        out.volume_error_by_region.setdefault(r, []).append(float(volume_error))
     tumour_z = np.asarray(truth.reshape(-1, truth.shape[-1]).any(axis=0), dtype=bool)  # (Z,)
     edge = _boundary(tumour_z)
     zs = sorted(result.slice_probabilities)
@@ -264,7 +272,7 @@ def collect_units(predictor: Predictor, index: DatasetIndex, chosen: Selection) 
         strata_files=[str(f) for f in strata.files],
         strata_warnings=list(strata.warnings),
     )
-    clinical_columns = list(predictor.manifest.clinical_columns)
+    clinical_columns = predictor.clinical_covariates
     for case in chosen.cases:
         pid = case.patient_id
         outcome = index.outcomes.get(pid)
@@ -279,6 +287,10 @@ def collect_units(predictor: Predictor, index: DatasetIndex, chosen: Selection) 
             _add_case(out, pid, case.source, loaded, loaded.mask, result)
         if outcome is not None and result.risk is not None:
             out.risk[pid] = float(result.risk.log_hazard)
+            if result.risk.deep_log_hazard is not None:
+                out.deep_risk[pid] = float(result.risk.deep_log_hazard)
+            if result.risk.features:
+                out.features[pid] = dict(result.risk.features)
             out.outcomes[pid] = (float(outcome.time), bool(outcome.event))
             if pid in index.true_risk:
                 out.true_risk[pid] = float(index.true_risk[pid])

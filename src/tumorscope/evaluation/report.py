@@ -259,8 +259,47 @@ def selective_table(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _shown(x: Any, spec: str) -> str:
+    """``x`` formatted, or ``n/a`` (a value the fit could not estimate, stored as null)."""
+    return "n/a" if x is None or not math.isfinite(float(x)) else format(float(x), spec)
+
+
+def survival_model_table(calibration: Calibration | None) -> list[str]:
+    """The survival model's coefficients with their bootstrap CIs (a clinician reads these
+    first); nothing for a run whose risk is the survival head's."""
+    raw = None if calibration is None else calibration.survival_model
+    if not raw:
+        return []
+    cox = raw["cox"]
+    inner = raw.get("inner_c_index") or {}
+    lines = [
+        "### survival model",
+        "",
+        f"Penalised Cox (elastic net, l1_ratio {_shown(cox['l1_ratio'], 'g')}, penalty "
+        f"{_shown(cox['alpha'], '.4g')} chosen by inner cross-validation, inner C "
+        f"{_shown(cox['inner_c_index'], '.3f')}), fitted on the {raw.get('fitted_on')} "
+        f"({raw.get('events')} events); the deep risk is "
+        f"{'a covariate' if raw['deep_risk'] else 'not used'} (inner C without / with it: "
+        f"{_shown(inner.get('without_deep'), '.3f')} / {_shown(inner.get('with_deep'), '.3f')}).",
+        "Coefficients are log hazard ratios per training standard deviation.",
+        "",
+        "| covariate | coefficient [95% CI] | hazard ratio per SD |",
+        "|---|---|---|",
+    ]
+    for name, b, ci in zip(cox["columns"], cox["coef"], cox["coef_ci95"], strict=True):
+        lo, hi = (None, None) if ci is None else ci
+        lines.append(
+            f"| {name} | {_shown(b, '+.3f')} [{_shown(lo, '+.3f')}, {_shown(hi, '+.3f')}] | "
+            f"{_shown(math.exp(b), '.2f')} |"
+        )
+    return [*lines, ""]
+
+
 def markdown_report(
-    metrics: Mapping[str, Any], held: HeldOut, plot_files: Mapping[str, Path]
+    metrics: Mapping[str, Any],
+    held: HeldOut,
+    plot_files: Mapping[str, Path],
+    calibration: Calibration | None = None,
 ) -> str:
     """``report.md``: settings, one table per section, and the plots.
 
@@ -268,6 +307,7 @@ def markdown_report(
         metrics: The ``metrics.json`` content (with ``meta``).
         held: The collected outputs the figures come from.
         plot_files: Plot name → PNG path (linked by file name).
+        calibration: The run's calibration (its survival model's coefficients).
     """
     m = metrics
     meta = m.get("meta", {})
@@ -295,6 +335,8 @@ def markdown_report(
         lines.append("")
         if section == "classification":
             lines += stratum_table(m)
+        if section == "survival":
+            lines += survival_model_table(calibration)
     lines += selective_table(m)
     lines += ["## plots", ""]
     for name, path in plot_files.items():
@@ -333,7 +375,9 @@ def write_report(
     # compact: per-slice rows make this file large
     folder.write_bytes(PREDICTIONS_FILE, (json.dumps(predictions_dict(held)) + "\n").encode())
     plot_files = _plots(folder, metrics, held, calibration)
-    folder.write_bytes(REPORT_FILE, markdown_report(metrics, held, plot_files).encode())
+    folder.write_bytes(
+        REPORT_FILE, markdown_report(metrics, held, plot_files, calibration).encode()
+    )
     log.info("report written to %s", out)
     return plot_files
 

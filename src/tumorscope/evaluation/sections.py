@@ -29,8 +29,9 @@ SCHEMA_VERSION = 1
 
 def segmentation_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any]:
     """``dice``, ``dice_ungated``, ``hd95_mm``, the BraTS 2023 lesion-wise ``lesion_dice`` and
-    ``lesion_hd95`` (mm), the extras, and ``by_region.<name>.{dice, hd95_mm, lesion_dice,
-    lesion_hd95}``; the top-level figures are per-patient means over the regions."""
+    ``lesion_hd95`` (mm), the extras, and ``by_region.<name>.{dice, hd95_mm,
+    abs_volume_error_ml, lesion_dice, lesion_hd95}``; the top-level figures are per-patient
+    means over the regions."""
     reason = "no evaluated case has a ground-truth mask"
     kw: dict[str, Any] = {"groups": None, "n_boot": n_boot, "seed": seed, "reason": reason}
     out: dict[str, Any] = {
@@ -60,6 +61,9 @@ def segmentation_section(held: HeldOut, n_boot: int, seed: int) -> dict[str, Any
             ),
             "lesion_hd95": boot_figure(
                 [np.asarray(held.lesion_hd95_by_region.get(r, []))], None, unit="mm", **kw
+            ),
+            "abs_volume_error_ml": boot_figure(
+                [np.asarray(held.volume_error_by_region.get(r, []))], None, unit="mL", **kw
             ),
         }
     return out

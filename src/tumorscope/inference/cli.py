@@ -136,6 +136,9 @@ def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
     if isinstance(result, VolumeResult):
         ml = sum(result.volumes_ml.values())
         what = f"no mask ({result.mask_reason})" if result.gated else f"mask {ml:.1f} mL"
+        if result.risk is not None and result.risk.percentile is not None:
+            imputed = f", imputed {','.join(result.risk.imputed)}" if result.risk.imputed else ""
+            what += f", risk percentile {result.risk.percentile:.0f} ({result.risk.model}{imputed})"
     else:
         px = 0 if result.mask is None else int(result.mask.any(axis=0).sum())
         what = f"no mask ({result.mask_reason})" if result.mask is None else f"mask {px} px"

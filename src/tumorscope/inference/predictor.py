@@ -29,12 +29,18 @@ from tumorscope.inference.ood import NO_SLICES, DomainCheck
 from tumorscope.inference.postprocess import postprocess_masks
 from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult, type_probabilities
 from tumorscope.inference.review import review_decision
-from tumorscope.inference.risk import patient_risk, survival_slices
+from tumorscope.inference.risk import (
+    measured_risk,
+    patient_risk,
+    survival_model_of,
+    survival_slices,
+)
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
 from tumorscope.runs import Backend, Calibration, LoadedRun, RunManifest, TorchBackend, load_run
 from tumorscope.runs.files import MANIFEST_FILE, write_checkpoint
 from tumorscope.runs.onnx import OnnxBackend
+from tumorscope.survival.model import PET_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,14 @@ class Predictor:
         self.slice_gate = cal.slice_gate
         self.min_component_ml = cal.min_component_ml
         self.domain = domain if domain is not None else DomainCheck(None)
+        self.survival = survival_model_of(cal)
+
+    @property
+    def clinical_covariates(self) -> list[str]:
+        """Clinical covariates the run's risk reads (survival model and survival head)."""
+        cols = list(self.manifest.clinical_columns)
+        extra = [] if self.survival is None else list(self.survival.design.clinical)
+        return cols + [c for c in extra if c not in cols]
 
     @property
     def model(self) -> MultiTaskNet:
@@ -401,11 +415,14 @@ class Predictor:
                 ungated = restore_volume(out["seg_prob"], slices, shape, threshold=0.5)
             if "embedding" in out:
                 used = survival_slices(slices, probs >= self.threshold, shape[2], self.spec)
-                risk = self.risk(out["embedding"][used], clinical)
+                risk = self.risk(out["embedding"][used], self._head_clinical(clinical))
                 risk.slices_used = [int(z) for z in slices.slice_index[used]]
         gated = p < gate or slices.slice_index.size == 0
         log.debug("%s: %d slices, p=%.3f, gated=%s", name, slices.slice_index.size, p, gated)
         meta = loaded.meta
+        pet = None
+        if self.survival is not None and PET_CHANNEL in self.spec.channels:
+            pet = loaded.image[list(self.spec.channels).index(PET_CHANNEL)].copy()
         del loaded, blind  # the image (the largest array) is no longer needed: free it first
         voxel_ml = abs(float(np.linalg.det(meta.affine[:3, :3]))) / 1000.0
         by_z = np.zeros(shape[2], dtype=np.float64)
@@ -419,6 +436,17 @@ class Predictor:
             min_component_ml=min_ml,
         )
         masks = np.zeros_like(ungated) if gated else processed
+        if self.survival is not None:
+            risk = measured_risk(
+                self.survival,
+                masks,
+                self.regions,
+                meta.spacing[:3],
+                min_component_ml=self.min_component_ml,
+                clinical=clinical,
+                deep=risk,
+                pet=pet,
+            )
         return VolumeResult(
             name=name,
             tumour_probability=p,
@@ -441,6 +469,17 @@ class Predictor:
             domain=domain,
             review=review_decision(p, self.threshold, self.calibration, what="patient tumour"),
         )
+
+    def _head_clinical(
+        self, clinical: Mapping[str, float | None] | None
+    ) -> dict[str, float | None] | None:
+        """The covariates of ``clinical`` the survival head takes (the survival model may
+        read more); an unknown name is kept, for the head to refuse it."""
+        if clinical is None:
+            return None
+        known = set(self.clinical_covariates)
+        head = set(self.manifest.clinical_columns)
+        return {c: v for c, v in clinical.items() if c in head or c not in known}
 
     def risk(
         self, embedding: np.ndarray, clinical: Mapping[str, float | None] | None = None

@@ -113,6 +113,10 @@ class RiskResult:
             the run has no baseline hazard.
         imputed: Clinical covariates filled with the training values.
         slices_used: Canonical axial indices of the slices the survival head pooled.
+        model: ``penalised_cox`` (tumour features of the predicted masks and clinical
+            covariates, :mod:`tumorscope.survival`) or ``deep`` (the survival head alone).
+        features: The tumour features measured on the predicted masks (``penalised_cox``).
+        deep_log_hazard: The survival head's log-hazard, when the network has one.
     """
 
     log_hazard: float
@@ -121,6 +125,9 @@ class RiskResult:
     survival: list[float] = field(default_factory=list)
     imputed: list[str] = field(default_factory=list)
     slices_used: list[int] = field(default_factory=list)
+    model: str = "deep"
+    features: dict[str, float] = field(default_factory=dict)
+    deep_log_hazard: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able mapping."""
@@ -130,6 +137,9 @@ class RiskResult:
             "survival_curve": {"time_days": self.survival_times, "survival": self.survival},
             "imputed_covariates": self.imputed,
             "slices_used": self.slices_used,
+            "model": self.model,
+            "features": self.features,
+            "deep_log_hazard": self.deep_log_hazard,
         }
 
 

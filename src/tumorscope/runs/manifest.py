@@ -30,7 +30,8 @@ RUN_FORMAT = "tumorscope-run"
 # 2: ``schema_version`` stored; calibration typed with every key present.
 # 3: calibration gains ``slice_gate`` and ``min_component_ml`` (volume post-processing).
 # 4: calibration gains ``review_confidence`` and ``review_target_error`` (the review flag).
-SCHEMA_VERSION = 4
+# 5: calibration gains ``survival_model`` (features + clinical covariates in a penalised Cox).
+SCHEMA_VERSION = 5
 # A manifest without ``schema_version`` was written with schema 1.
 LEGACY_SCHEMA = 1
 # Calibration keys that are also settings of the config's ``calibration`` section.
@@ -79,6 +80,10 @@ class Calibration(_JsonView):
             None = no confidence-based review (runs of schema < 4, or none configured).
         review_target_error: The largest error rate allowed among the validation
             decisions not sent for review, for which ``review_confidence`` was chosen.
+        survival_model: The patient-level survival model
+            (:meth:`tumorscope.survival.model.SurvivalModel.to_dict`): tumour features of
+            the predicted masks and clinical covariates in a penalised Cox; None = the
+            survival head's risk (``baseline_hazard``/``risk_quantiles``) is the risk.
         reasons: Key → why it holds its default.
     """
 
@@ -94,6 +99,7 @@ class Calibration(_JsonView):
     imputation: dict[str, Any] | None = None
     review_confidence: float | None = None
     review_target_error: float | None = None
+    survival_model: dict[str, Any] | None = None
     reasons: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -159,6 +159,7 @@ def sample_brain_patient(
     }
     scale, median_scale = preset.scales("brain-mri")
     eta = log_hazard("brain-mri", features, scale) if tumour else 0.0
+    seen = log_hazard("brain-mri", {**features, "latent": 0.0}, scale) if tumour else 0.0
     time, event = draw_outcome("brain-mri", eta, rng, median_scale) if tumour else (0.0, False)
     return PatientParams(
         patient_id=patient_id,
@@ -170,6 +171,7 @@ def sample_brain_patient(
         covariates=covariates,
         features=features,
         log_hazard=eta,
+        observable_log_hazard=seen,
         time=time,
         event=event,
     )
@@ -271,6 +273,7 @@ def sample_petct_patient(
     }
     scale, median_scale = preset.scales("petct")
     eta = log_hazard("petct", features, scale)
+    seen = log_hazard("petct", {**features, "latent": 0.0}, scale)
     time, event = draw_outcome("petct", eta, rng, median_scale)
     return PatientParams(
         patient_id=patient_id,
@@ -282,6 +285,7 @@ def sample_petct_patient(
         covariates=covariates,
         features=features,
         log_hazard=eta,
+        observable_log_hazard=seen,
         time=time,
         event=event,
     )

@@ -110,6 +110,8 @@ class PatientParams:
         covariates: Clinical covariates as written to the CSV; None = missing on disk.
         features: Standardised hazard features (name → value), including unobserved ones.
         log_hazard: True log-hazard (the oracle's risk score).
+        observable_log_hazard: The true log-hazard without its unobserved (latent) term:
+            the best risk any model of the observable features can reach.
         time: Follow-up time, days.
         event: True if the event was observed, False if censored.
     """
@@ -123,6 +125,7 @@ class PatientParams:
     covariates: dict[str, float | str | None] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
     log_hazard: float = 0.0
+    observable_log_hazard: float = 0.0
     time: float = 0.0
     event: bool = False
 

@@ -126,11 +126,11 @@ def write_hecktor_csvs(root: Path, cohort: Sequence[PatientParams]) -> list[Path
 
 
 def write_true_risk(root: Path, cohort: Sequence[PatientParams]) -> Path:
-    """Write the sidecar ``true_risk.csv`` (``patient_id,true_log_hazard``)."""
+    """Write the sidecar ``true_risk.csv`` (``patient_id,true_log_hazard,observable_log_hazard``)."""
     path = root / TRUE_RISK_CSV
     _write_csv(
         path,
-        ("patient_id", "true_log_hazard"),
-        [[p.patient_id, f"{p.log_hazard:.6f}"] for p in cohort],
+        ("patient_id", "true_log_hazard", "observable_log_hazard"),
+        [[p.patient_id, f"{p.log_hazard:.6f}", f"{p.observable_log_hazard:.6f}"] for p in cohort],
     )
     return path

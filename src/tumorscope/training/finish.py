@@ -4,8 +4,11 @@ any network made from a run later (``tumorscope export --prune``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from tumorscope.config import Config
 from tumorscope.models.multitask import MultiTaskNet
@@ -15,6 +18,7 @@ from tumorscope.training import loop
 from tumorscope.training.calibrate import calibrate
 from tumorscope.training.data import StageData
 from tumorscope.training.ood import fit_run_domain
+from tumorscope.training.survival import cohort_risk, fit_run_survival
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,31 @@ def finish(cfg: Config, model: MultiTaskNet, stage_data: StageData, precision: s
         if "survival" in cfg.model.heads
         else loop.ValidationOutputs()
     )
+    deep = None
+    if train.survival_patients:
+        risk = train.survival.arrays()[0]
+        deep = {p: float(r) for p, r in zip(train.survival_patients, risk, strict=True)}
+    t0 = time.perf_counter()
+    survival, rows, reason = fit_run_survival(cfg, stage_data, deep)
+    fit_seconds = time.perf_counter() - t0
+    stored = None
+    if survival is not None:
+        # The product's risk is the Cox model's: the baseline hazard and cohort quantiles
+        # are fitted on its training-cohort risks, not on the survival head's.
+        train = loop.ValidationOutputs()
+        train.survival.update(
+            cohort_risk(survival, rows),
+            np.asarray([r.time for r in rows], dtype=np.float64),
+            np.asarray([r.event for r in rows], dtype=bool),
+        )
+        train.survival_patients.extend(r.patient_id for r in rows)
+        stored = {**survival.to_dict(), "fit_seconds": round(fit_seconds, 2)}
+    calibration = calibrate(cfg.calibration, val, train, stage_data.imputation())
+    reasons = dict(calibration.reasons)
+    if reason is not None:
+        reasons["survival_model"] = reason
     return Finished(
-        calibration=calibrate(cfg.calibration, val, train, stage_data.imputation()),
+        calibration=calibration.replace(survival_model=stored, reasons=reasons),
         metrics={"validation": loop.validation_metrics(val)},
         domain=fit_run_domain(model, stage_data),
     )

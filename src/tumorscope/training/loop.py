@@ -142,6 +142,7 @@ class ValidationOutputs:
         tumour_logit: The same slices' logits ``z`` (the temperature is fitted on them).
         tumour_type: Per-slice ``(predicted class, true class)`` of slices with a type.
         survival: Patient log-hazards, times and events (one row per patient).
+        survival_patients: The patients of ``survival``'s rows, in order.
     """
 
     dice: list[float] = field(default_factory=list)
@@ -149,6 +150,7 @@ class ValidationOutputs:
     tumour_logit: list[float] = field(default_factory=list)
     tumour_type: list[tuple[int, int]] = field(default_factory=list)
     survival: SurvivalAccumulator = field(default_factory=SurvivalAccumulator)
+    survival_patients: list[str] = field(default_factory=list)
 
 
 def _slice_dice(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
@@ -196,6 +198,7 @@ def collect_validation(
         p = patients.stack()
         risk = model.patient_log_hazard(p.embedding, p.patient_index, p.clinical).float()
         out.survival.update(risk, p.time.double(), p.event)
+        out.survival_patients.extend(p.patient_ids)
     return out
 
 
