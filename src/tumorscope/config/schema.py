@@ -293,8 +293,12 @@ class SurvivalConfig:
             training patients' ground-truth masks; ``deep``: the survival head's risk alone.
         clinical: Use the outcome tables' clinical covariates (e.g. ``Age``,
             ``Extent_of_Resection``) in the Cox model.
-        deep_risk: Add the survival head's risk as a covariate: ``auto`` where inner
-            cross-validation raises Harrell's C by more than ``min_gain``, ``never``, ``always``.
+        deep_risk: Add the survival head's risk as a covariate: ``never`` (default), ``auto``
+            where inner cross-validation raises Harrell's C by more than ``min_gain``, or
+            ``always``. The head's risks of the training patients are in-sample (its refit
+            saw their outcomes), so ``auto`` overrates them: a demo run chose the deep risk
+            at inner C 1.0 and zeroed every measured feature. ``never`` until those risks
+            come out of fold.
         min_gain: Inner-CV C-index gain the deep risk must bring under ``auto``.
         l1_ratio: Elastic-net mixing of the Cox penalty (1 = lasso, towards 0 = ridge).
         inner_folds: Folds of the inner cross-validation that chooses the penalty.
@@ -303,7 +307,7 @@ class SurvivalConfig:
 
     model: Literal["cox", "deep"] = "cox"
     clinical: bool = True
-    deep_risk: Literal["auto", "never", "always"] = "auto"
+    deep_risk: Literal["auto", "never", "always"] = "never"
     min_gain: float = 0.005
     l1_ratio: float = 0.5
     inner_folds: int = 5

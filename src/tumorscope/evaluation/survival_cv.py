@@ -101,7 +101,7 @@ def survival_cross_validation(
     fit: dict[str, Any] = {
         "pet": PET_CHANNEL in cfg.data.channels,
         "clinical": model.design.clinical,
-        "deep_risk": "auto" if all(v is not None for v in deep.values()) else "never",
+        "deep_risk": sc.deep_risk if all(v is not None for v in deep.values()) else "never",
         "l1_ratio": sc.l1_ratio,
         "inner_folds": sc.inner_folds,
         "min_gain": sc.min_gain,
