@@ -33,6 +33,8 @@ def reports(
         predictor.model.segmentation_head.conv.bias.fill_(-20.0)
         predictor.model.tumour_head.linear.weight.zero_()
         predictor.model.tumour_head.linear.bias.zero_()
+        if predictor.model.tumour_head.evidence is not None:  # the segmentation evidence's weights
+            predictor.model.tumour_head.evidence.weight.zero_()
     broken = root / "constant"
     evaluate_predictor(predictor, data=[synth_brain], out=broken, n_boot=N_BOOT)
     return good, broken
