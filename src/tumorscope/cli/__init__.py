@@ -31,7 +31,7 @@ from tumorscope.cli.boundary import (
     stdout_console,
 )
 from tumorscope.cli.data import data_app
-from tumorscope.cli.options import ConfigOpt, OverwriteOpt, SetOpt
+from tumorscope.cli.options import ClinicalOpt, ClinicalTableOpt, ConfigOpt, OverwriteOpt, SetOpt
 from tumorscope.text import printable
 
 app = typer.Typer(
@@ -230,15 +230,17 @@ def predict(
             help="Allow --out to be an input's folder (its files are still never replaced).",
         ),
     ] = False,
+    clinical: ClinicalOpt = None,
+    clinical_table: ClinicalTableOpt = None,
 ) -> None:
     """Predict tumour probability, mask and risk for each input."""
     # deferred: the command's own modules (torch, nibabel) load only when it runs
     from tumorscope.inference.cli import predict_inputs
 
     lines = predict_inputs(
-        run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold,
+        run=run, inputs=inputs, out=out_dir, gate_threshold=gate_threshold, clinical=clinical,
         mc_samples=mc_samples, gradcam=gradcam, figure=figure, tta_views=tta, truth=truth,
-        overwrite=overwrite, allow_inside_input=allow_inside_input,
+        overwrite=overwrite, allow_inside_input=allow_inside_input, clinical_table=clinical_table,
     )  # fmt: skip
     for line in lines:
         say(line)

@@ -17,7 +17,7 @@ from tumorscope.data.types import DataError
 
 
 def read_csv_table(
-    path: str | Path, required: tuple[str, ...]
+    path: str | Path, required: tuple[str, ...], *, delimiter: str = ","
 ) -> tuple[list[tuple[int, dict[str, str]]], list[DataError]]:
     """Read a small CSV file into rows, checking the header.
 
@@ -26,6 +26,7 @@ def read_csv_table(
             :data:`~tumorscope.data.limits.MAX_TABLE_BYTES` and
             :data:`~tumorscope.data.limits.MAX_ROWS` data rows.
         required: Columns that must be present (exact names).
+        delimiter: Cell separator (``"\\t"`` for a TSV file).
 
     Returns:
         ``(rows, problems)``: ``(line_number, {column: stripped text})`` per data row; no rows
@@ -45,7 +46,7 @@ def read_csv_table(
     problems: list[DataError] = []
     rows: list[tuple[int, dict[str, str]]] = []
     try:
-        reader = csv.reader(io.StringIO(text))
+        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
         header = [h.strip() for h in next(reader)]
         missing = [c for c in required if c not in header]
         if missing:

@@ -5,6 +5,11 @@ For each input named ``<name>`` (a file's stem or a folder's name) it always wri
 exact geometry (all zero when the conditional gate withheld the mask, as the JSON says);
 for 2D inputs ``<out>/<name>_overlay.png``.
 
+Clinical covariates for a volume's risk come from ``clinical`` (``NAME=VALUE``, every
+volume) and ``clinical_table`` (one row per case, matched by :func:`case_id`); see
+:mod:`tumorscope.inference.clinical`. They are checked against the run's covariates before
+anything is written; 2D inputs have no risk and ignore them (their line says so).
+
 Outputs never destroy a file: each is written atomically and only where no file exists, or,
 with ``overwrite``, over a file an earlier prediction wrote there and nobody changed since
 (:class:`~tumorscope.fileio.OutputFolder`, which records what it wrote in
@@ -22,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from tumorscope.data.identity import carries_identity, identity_terms, pseudonym
+from tumorscope.data.layout import read_case
 from tumorscope.data.types import DataError
 from tumorscope.fileio import OutputFolder, is_inside
-from tumorscope.inference.inputs import is_2d_input
+from tumorscope.inference.clinical import CaseClinical, ClinicalInputs
+from tumorscope.inference.inputs import file_stem, is_2d_input
 from tumorscope.inference.predictor import Predictor
 from tumorscope.inference.results import SliceResult, VolumeResult
 
@@ -47,6 +54,16 @@ def input_name(path: Path) -> str:
     if carries_identity(name, identity_terms(path)):
         return pseudonym(path)
     return name
+
+
+def case_id(path: Path) -> str:
+    """The id a clinical table row is matched by: the id the predictor gives the case (a
+    folder's name; for a file a layout claims, its patient id, e.g. HECKTOR's
+    ``CHUM-001__CT.nii.gz`` is ``CHUM-001``; else the file's stem)."""
+    if path.is_dir():
+        return path.name
+    found, _ = read_case(path)
+    return found.patient_id if found is not None else file_stem(path)
 
 
 def output_names(
@@ -116,17 +133,26 @@ def _predict_volume(
     *,
     slice_gate: bool | None = None,
     min_component_ml: float | None = None,
+    clinical: CaseClinical | None = None,
 ) -> tuple[VolumeResult, dict[str, Any]]:
     result = predictor.predict_volume(
-        path, gate_threshold=gate, slice_gate=slice_gate, min_component_ml=min_component_ml
-    )
+        path, gate_threshold=gate, slice_gate=slice_gate, min_component_ml=min_component_ml,
+        clinical=None if clinical is None else clinical.values,
+    )  # fmt: skip
     result.name = name
     mask = folder.write_with(f"{name}_mask.nii.gz", lambda p: predictor.write_mask(result, p))
     return result, {"mask_file": mask.name, "mask_empty_because_gated": result.gated}
 
 
-def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
-    """The line ``predict`` prints for one result; an out-of-domain one says so first."""
+def _line(
+    result: SliceResult | VolumeResult,
+    json_path: Path,
+    clinical: CaseClinical | None = None,
+    *,
+    clinical_given: bool = False,
+) -> str:
+    """The line ``predict`` prints for one result; an out-of-domain one says so first (a 2D
+    one says it ignored the covariates when ``clinical_given``)."""
     head = f"{result.name}: tumour p={result.tumour_probability:.2f}"
     if result.domain.out_of_domain:
         head = (
@@ -136,12 +162,15 @@ def _line(result: SliceResult | VolumeResult, json_path: Path) -> str:
     if isinstance(result, VolumeResult):
         ml = sum(result.volumes_ml.values())
         what = f"no mask ({result.mask_reason})" if result.gated else f"mask {ml:.1f} mL"
-        if result.risk is not None and result.risk.percentile is not None:
-            imputed = f", imputed {','.join(result.risk.imputed)}" if result.risk.imputed else ""
-            what += f", risk percentile {result.risk.percentile:.0f} ({result.risk.model}{imputed})"
+        risk = result.risk
+        if risk is not None and risk.percentile is not None:
+            imputed = [f"imputed {','.join(risk.imputed)}"] if risk.imputed else []
+            notes = imputed if clinical is None else clinical.notes(risk.imputed)
+            what += f", risk percentile {risk.percentile:.0f} ({', '.join([risk.model, *notes])})"
     else:
         px = 0 if result.mask is None else int(result.mask.any(axis=0).sum())
         what = f"no mask ({result.mask_reason})" if result.mask is None else f"mask {px} px"
+        what += ", clinical covariates ignored (2D image: no risk)" if clinical_given else ""
     warn = f", {len(result.warnings)} warning(s)" if result.warnings else ""
     unchecked = ", domain not checked" if result.domain.in_domain is None else ""
     review = ", NEEDS REVIEW (inside the review band)" if result.review.needs_review else ""
@@ -163,6 +192,8 @@ def predict_inputs(
     allow_inside_input: bool = False,
     slice_gate: bool | None = None,
     min_component_ml: float | None = None,
+    clinical: Sequence[str] | None = None,
+    clinical_table: Path | None = None,
 ) -> Iterator[str]:
     """Predict every input with the run's model and write the outputs into ``out``.
 
@@ -186,17 +217,23 @@ def predict_inputs(
             gate threshold).
         min_component_ml: Override of the run's smallest kept 3D mask component, mL
             (volumes; 0 keeps all).
+        clinical: ``NAME=VALUE`` covariates for every volume's risk (``NAME=NA``: missing,
+            imputed from the run); 2D inputs ignore them.
+        clinical_table: A ``.csv``/``.tsv`` table of covariates, one row per patient id
+            (``Brats20ID``, ``PatientID``, ``patient_id``, ...), matched to each volume by
+            :func:`case_id`; a case without a row gets every covariate imputed.
 
     Yields:
         One line per input for the user (``"<name>: tumour p=0.93, mask 12.4 mL -> …"``,
         or ``"<name>: error: PATH: fault"``).
 
     Raises:
-        DataError: Two inputs share a name, ``out`` is an input's folder, or any input
-            failed (after all were tried).
+        DataError: Two inputs share a name, ``out`` is an input's folder, a bad clinical
+            covariate or table (before any work), or any input failed (after all were tried).
         OutputExistsError: An output would replace a file it may not (before any work).
     """
     paths = [Path(p) for p in inputs]
+    given = ClinicalInputs.read(clinical, clinical_table)
     if truth and len(truth) != len(paths):
         raise DataError(
             truth[0], f"{len(truth)} --truth masks for {len(paths)} inputs; give one per input"
@@ -217,6 +254,12 @@ def predict_inputs(
         )  # fmt: skip
         folder.check_all(names)
     predictor = Predictor.from_run(run)
+    covariates: dict[Path, CaseClinical] = {}
+    volumes = [p for p in paths if not is_2d_input(p)]
+    if given.given and volumes:
+        known = predictor.clinical_covariates
+        given.check(known)
+        covariates = {p: given.for_case(case_id(p), known) for p in volumes}
     failed: list[DataError] = []
     for p in paths:
         name = input_name(p)
@@ -227,7 +270,7 @@ def predict_inputs(
             else:
                 result, files = _predict_volume(
                     predictor, p, name, folder, gate_threshold, slice_gate=slice_gate,
-                    min_component_ml=min_component_ml,
+                    min_component_ml=min_component_ml, clinical=covariates.get(p),
                 )  # fmt: skip
         except DataError as e:
             failed.append(e)
@@ -244,6 +287,7 @@ def predict_inputs(
                         figure=figure, tta_views=tta_views, truth=truth[paths.index(p)] if truth else None,
                         gate_threshold=gate_threshold, overwrite=overwrite,
                         slice_gate=slice_gate, min_component_ml=min_component_ml,
+                        clinical=None if p not in covariates else covariates[p].values,
                     )
                 )  # fmt: skip
             except DataError as e:
@@ -253,12 +297,15 @@ def predict_inputs(
         # An input whose path carries the patient's identity is recorded by its pseudonym.
         shown = str(p) if name != pseudonym(p) else f"{name} (path withheld: it names the patient)"
         doc = {**result.to_json(), "input": shown, "run": str(run), **files}
+        case = covariates.get(p)
+        if case is not None and doc.get("risk") is not None:
+            doc["risk"].update(case.to_json())
         json_path = folder.write_json(f"{name}.json", doc, allow_nan=False)
         for w in result.warnings:
             log.warning("%s: %s", name, w)
         if result.domain.out_of_domain:
             log.warning("%s: out of domain: %s", name, result.domain.reason)
-        yield _line(result, json_path)
+        yield _line(result, json_path, case, clinical_given=given.given)
     if failed:
         raise DataError(
             failed[0].path, f"{failed[0].fault} ({len(failed)} of {len(paths)} inputs failed)"

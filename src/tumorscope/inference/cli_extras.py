@@ -11,6 +11,7 @@ not write (nor over its own earlier outputs without ``overwrite``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def write_uncertainty_outputs(
     overwrite: bool = False,
     slice_gate: bool | None = None,
     min_component_ml: float | None = None,
+    clinical: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """Run :func:`predict_full` on one input and write its uncertainty/Grad-CAM/figure files.
 
@@ -71,6 +73,8 @@ def write_uncertainty_outputs(
         overwrite: Replace files an earlier prediction wrote in ``out_dir`` (never others).
         slice_gate: Override of the run's slice gate (volumes).
         min_component_ml: Override of the run's smallest kept 3D component, mL (volumes).
+        clinical: Covariates of the case's risk (volumes; None or absent: imputed), which
+            the figure's risk panel shows.
 
     Returns:
         Fields for ``<name>.json``: ``uncertainty``, ``gradcam`` and the written file names
@@ -86,6 +90,7 @@ def write_uncertainty_outputs(
         tta_views=tta_views,
         review_cutoff=review_cutoff, gate_threshold=gate_threshold, seed=seed,
         slice_gate=slice_gate, min_component_ml=min_component_ml,
+        clinical=None if clinical is None else dict(clinical),
     )  # fmt: skip
     fields: dict[str, Any] = {
         "uncertainty": full.uncertainty_json(),
