@@ -30,6 +30,7 @@ from rich.table import Table
 
 from tumorscope import DISCLAIMER
 from tumorscope.config import load_config
+from tumorscope.evaluation.domain import domain_summary
 from tumorscope.evaluation.evaluate import evaluate_run
 from tumorscope.evaluation.report import REPORT_FILES
 from tumorscope.evaluation.survival_cv import survival_cross_validation
@@ -124,7 +125,9 @@ def evaluate_held_out(
         overwrite: Replace an earlier report tumorscope wrote in ``out`` (never other files).
 
     Returns:
-        ``{"split", "table": label → figure, "patients", "report"}``.
+        ``{"split", "table": label → figure, "patients", "report", "domain"}``: ``domain``
+        is the report's ``metrics.json`` ``domain`` section (the out-of-domain flags of the
+        held-out volumes and images).
     """
     run_dir = Path(run)
     report_dir = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}-report"
@@ -142,6 +145,7 @@ def evaluate_held_out(
         "table": table,
         "patients": list(report.held.case_ids),
         "report": str(report_dir),
+        "domain": report.metrics["domain"],
     }
 
 
@@ -188,6 +192,14 @@ def run_demo(
     return figures
 
 
+def domain_line(figures: dict[str, Any]) -> str:
+    """The demo's line of out-of-domain flags on held-out inputs (false alarms: they are
+    the run's own kind of data), from the report's ``domain`` section."""
+    section = figures.get("domain")
+    found = "not measured" if section is None else domain_summary(section)
+    return f"out-of-domain flags on held-out inputs: {found}"
+
+
 def _print_table(figures: dict[str, Any], out: Path) -> None:
     console = Console()
     table = Table(title="tumorscope demo — held-out synthetic patients")
@@ -207,6 +219,7 @@ def _print_table(figures: dict[str, Any], out: Path) -> None:
         "",
     )
     console.print(table)
+    console.print(domain_line(figures))
     console.print(
         f"run: [bold]{out}[/]  (model.safetensors + manifest.json; figures in {out / 'demo-results.json'})"
     )

@@ -20,7 +20,7 @@ from scipy.spatial.distance import mahalanobis
 from skimage import data as skdata
 from sklearn.covariance import LedoitWolf
 
-from tumorscope.config import load_config
+from tumorscope.config import CalibrationConfig, load_config
 from tumorscope.data.cache import load_prepared
 from tumorscope.data.dataset import SliceDataset
 from tumorscope.data.layout import discover
@@ -43,7 +43,6 @@ from tumorscope.runs.load import DomainStats
 from tumorscope.synthetic import sample_cohort
 from tumorscope.synthetic.petct import render_petct
 from tumorscope.training.ood import (
-    DOMAIN_QUANTILE,
     dataset_features,
     domain_features,
     domain_thresholds,
@@ -174,8 +173,8 @@ def test_a_heavy_tail_keeps_the_empirical_quantile_and_each_kind_has_its_own() -
 def test_fit_domain_sets_the_thresholds_on_validation_scores() -> None:
     train, val = _correlated(60, 6, seed=7), _correlated(25, 6, seed=8)
     kinds = np.arange(25) % 5 == 0
-    stats_ = fit_domain(train, np.zeros(60, bool), val, kinds)
-    assert stats_.quantile == DOMAIN_QUANTILE == 0.98
+    stats_ = fit_domain(train, np.zeros(60, bool), val, kinds, quantile=0.98)
+    assert stats_.quantile == CalibrationConfig().domain_quantile == 0.98
     image, volume = domain_thresholds(stats_.score(val), kinds, 0.98)
     assert (stats_.image_threshold, stats_.volume_threshold) == pytest.approx((image, volume))
     assert stats_.volume_threshold >= np.quantile(stats_.score(val)[~kinds], 0.98)
@@ -273,7 +272,7 @@ def test_a_trained_run_stores_its_domain_model(tiny_run: Path) -> None:
     manifest = json.loads((tiny_run / "manifest.json").read_text())
     assert DOMAIN_FILE in manifest["files"] and (tiny_run / DOMAIN_FILE).is_file()
     run = load_run(tiny_run)
-    assert run.domain is not None and run.domain.quantile == DOMAIN_QUANTILE
+    assert run.domain is not None and run.domain.quantile == run.config.calibration.domain_quantile
     assert run.domain.feature_dim == sum(run.model.encoder.out_channels)
     # Each threshold covers its kind of validation input (at least the 98th percentile,
     # NumPy's), recomputed from the run's cache.

@@ -261,6 +261,10 @@ class CalibrationConfig:
             confidence ``|p − threshold|`` whose accepted validation decisions reach it
             (:func:`tumorscope.metrics.selective.review_cutoff`); None = no confidence-based
             review.
+        domain_quantile: Share of in-domain validation inputs of each kind (2D images,
+            volume slices) the out-of-domain thresholds keep: the level of their quantile
+            and log-normal prediction bound (:mod:`tumorscope.training.ood`), so that about
+            ``1 − domain_quantile`` of in-domain inputs are flagged.
     """
 
     temperature: bool = True
@@ -272,6 +276,7 @@ class CalibrationConfig:
     tau_quantile: float = 0.8
     ece_bins: int = 10
     review_target_error: float | None = 0.02
+    domain_quantile: float = 0.98
 
     def validate(self) -> None:
         _range("calibration.target_sensitivity", self.target_sensitivity, 0, 1, open_lo=True)
@@ -281,6 +286,8 @@ class CalibrationConfig:
         _range("calibration.ece_bins", self.ece_bins, 2, 1000)
         if self.review_target_error is not None:
             _range("calibration.review_target_error", self.review_target_error, 0, 1, open_hi=True)
+        q = self.domain_quantile
+        _range("calibration.domain_quantile", q, 0.5, 1, open_lo=True, open_hi=True)
 
 
 @dataclass(frozen=True)

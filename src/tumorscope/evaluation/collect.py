@@ -6,7 +6,8 @@ conditional-mask gate applied), images through ``Predictor.predict_batch``.
 :func:`collect_units` gathers per-patient Dice (gated and ungated, per region), HD95,
 BraTS 2023 lesion-wise Dice and HD95 (gated, per region),
 per-slice and per-image tumour logits/probabilities/labels, per-patient risks with their
-outcomes, one overlay slice per case, and each image's strata where its folder has a
+outcomes, one overlay slice per case, every volume's and image's out-of-domain verdict
+(:mod:`~tumorscope.inference.ood`), and each image's strata where its folder has a
 ``strata.csv`` (:mod:`~tumorscope.evaluation.strata`), for the units
 :func:`~tumorscope.evaluation.seen.select_held_out` chose; :func:`collect_held_out` chooses
 them by name instead (for callers that hold patient sets). :func:`classification_units` and
@@ -86,7 +87,11 @@ class HeldOut:
     ``strata_warnings`` the ``strata.csv`` files read and what did not match in them.
     ``risk`` is the run's patient risk (its survival model's where it has one),
     ``deep_risk`` the survival head's, ``features`` the tumour features of the predicted
-    masks the survival model read.
+    masks the survival model read. ``volume_domain_ids`` are every predicted volume (with
+    a mask or an outcome), ``volume_in_domain`` / ``volume_domain_score`` its out-of-domain
+    verdict and score, ``image_in_domain`` / ``image_domain_score`` each image's (aligned
+    with ``image_ids``; None where not checked); ``domain_model`` the run's thresholds and
+    quantile (None: the run has no domain model).
     """
 
     regions: list[str] = field(default_factory=list)
@@ -128,6 +133,12 @@ class HeldOut:
     outcomes: dict[str, tuple[float, bool]] = field(default_factory=dict)
     true_risk: dict[str, float] = field(default_factory=dict)
     overlays: list[Overlay] = field(default_factory=list)
+    volume_domain_ids: list[str] = field(default_factory=list)
+    volume_in_domain: list[bool | None] = field(default_factory=list)
+    volume_domain_score: list[float | None] = field(default_factory=list)
+    image_in_domain: list[bool | None] = field(default_factory=list)
+    image_domain_score: list[float | None] = field(default_factory=list)
+    domain_model: dict[str, float] | None = None
 
 
 def held_out_patients(manifest: RunManifest, split: str) -> set[str]:
@@ -272,6 +283,13 @@ def collect_units(predictor: Predictor, index: DatasetIndex, chosen: Selection) 
         strata_files=[str(f) for f in strata.files],
         strata_warnings=list(strata.warnings),
     )
+    stats = predictor.domain.stats
+    if stats is not None:
+        out.domain_model = {
+            "image_threshold": stats.image_threshold,
+            "volume_threshold": stats.volume_threshold,
+            "quantile": stats.quantile,
+        }
     clinical_columns = predictor.clinical_covariates
     for case in chosen.cases:
         pid = case.patient_id
@@ -283,6 +301,9 @@ def collect_units(predictor: Predictor, index: DatasetIndex, chosen: Selection) 
         if outcome is not None and clinical_columns:
             clinical = {c: outcome.clinical.get(c) for c in clinical_columns}
         result = predictor.predict_volume(loaded, source=case.source, clinical=clinical)
+        out.volume_domain_ids.append(pid)
+        out.volume_in_domain.append(result.domain.in_domain)
+        out.volume_domain_score.append(result.domain.score)
         if loaded.mask is not None:
             _add_case(out, pid, case.source, loaded, loaded.mask, result)
         if outcome is not None and result.risk is not None:
@@ -309,6 +330,8 @@ def collect_units(predictor: Predictor, index: DatasetIndex, chosen: Selection) 
             out.image_ids.append(it.patient_id)
             out.image_source.append(it.source)
             out.image_strata.append(strata.of(it))
+            out.image_in_domain.append(r.domain.in_domain)
+            out.image_domain_score.append(r.domain.score)
     log.info(
         "held out: %d volumes, %d slices, %d images, %d survival patients",
         len(out.dice),

@@ -21,6 +21,7 @@ import numpy as np
 from tumorscope import DISCLAIMER
 from tumorscope.evaluation import plots
 from tumorscope.evaluation.collect import HeldOut, classification_units, survival_arrays
+from tumorscope.evaluation.domain import domain_lines, domain_rows
 from tumorscope.evaluation.schema import validate_metrics
 from tumorscope.evaluation.sections import risk_groups
 from tumorscope.evaluation.seen import describe
@@ -52,7 +53,8 @@ def _num(x: float) -> float | None:
 
 
 def predictions_dict(held: HeldOut) -> dict[str, Any]:
-    """JSON-able raw outputs: ``cases``, ``classification`` units and ``survival`` patients."""
+    """JSON-able raw outputs: ``cases``, ``classification`` units, ``survival`` patients
+    and the held-out inputs' out-of-domain verdicts (``domain``)."""
     u = classification_units(held)
     s = survival_arrays(held)
     cases = [
@@ -100,6 +102,7 @@ def predictions_dict(held: HeldOut) -> dict[str, Any]:
         "cases": cases,
         "classification": units,
         "survival": survival,
+        "domain": domain_rows(held),
     }
 
 
@@ -338,6 +341,7 @@ def markdown_report(
         if section == "survival":
             lines += survival_model_table(calibration)
     lines += selective_table(m)
+    lines += domain_lines(m)
     lines += ["## plots", ""]
     for name, path in plot_files.items():
         lines += [f"### {name}", "", f"![{name}]({path.name})", ""]

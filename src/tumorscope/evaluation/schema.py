@@ -2,8 +2,8 @@
 
 Every figure is ``{"value": number|null, "ci95": [lo, hi]|null, "n": int, "unit": str}``;
 a null value carries a ``reason``. Keys listed here are always present (``by_stratum`` only
-where an image folder has a ``strata.csv``; ``selective`` in reports written since it
-existed, so older ones still validate); more are allowed.
+where an image folder has a ``strata.csv``; ``selective`` and ``domain`` in reports written
+since they existed, so older ones still validate); more are allowed.
 :func:`figure`, :func:`undefined` and :func:`boot_figure` build figures in this format.
 """
 
@@ -122,6 +122,27 @@ SELECTIVE: dict[str, Any] = {
     },
 }  # fmt: skip
 
+#: One kind of held-out input of ``domain`` (``evaluation.domain.flag_counts``).
+DOMAIN_KIND = _section(
+    ["flagged_share"],
+    n={"type": "integer", "minimum": 0},
+    n_checked={"type": "integer", "minimum": 0},
+    n_flagged={"type": "integer", "minimum": 0},
+)
+DOMAIN: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "quantile", "target_share", "volume_threshold", "image_threshold", "volumes", "images",
+    ],
+    "properties": {
+        **{k: {"type": ["number", "null"]} for k in (
+            "quantile", "target_share", "volume_threshold", "image_threshold",
+        )},
+        "volumes": DOMAIN_KIND,
+        "images": DOMAIN_KIND,
+    },
+}  # fmt: skip
+
 
 METRICS_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -155,6 +176,7 @@ METRICS_SCHEMA: dict[str, Any] = {
             },
         ),
         "selective": SELECTIVE,  # optional: reports before it lack the section
+        "domain": DOMAIN,  # optional: reports before it lack the section
         "meta": {"type": "object"},
     },
 }

@@ -2,8 +2,9 @@
 
 :func:`compute_metrics` turns a :class:`~tumorscope.evaluation.collect.HeldOut` and the
 run's calibration into the nested ``metrics.json`` content (without ``meta``): one section
-each for segmentation, classification, survival, calibration and selective prediction
-(:mod:`~tumorscope.evaluation.selective`). Every figure is
+each for segmentation, classification, survival, calibration, selective prediction
+(:mod:`~tumorscope.evaluation.selective`) and the out-of-domain flags of the held-out
+inputs (:mod:`~tumorscope.evaluation.domain`). Every figure is
 ``{"value", "ci95", "n", "unit"}`` (``n`` = patients resampled by the bootstrap) and a figure
 undefined on the data is ``{"value": null, ..., "reason": ...}``.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tumorscope.evaluation.collect import HeldOut, Units, classification_units, survival_arrays
+from tumorscope.evaluation.domain import domain_section
 from tumorscope.evaluation.schema import boot_figure, figure, undefined
 from tumorscope.evaluation.selective import selective_section
 from tumorscope.evaluation.strata import CELL, STRATA
@@ -358,4 +360,5 @@ def compute_metrics(
         "survival": survival_section(held, calibration, n_boot, seed),
         "calibration": calibration_section(held, n_boot, seed),
         "selective": selective_section(held, calibration, n_boot, seed),
+        "domain": domain_section(held, n_boot, seed),
     }

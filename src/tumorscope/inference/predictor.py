@@ -9,7 +9,6 @@ be overridden per call).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,31 +19,20 @@ import torch
 from tumorscope.config import Config
 from tumorscope.data.readers import write_like
 from tumorscope.data.spec import PreprocessSpec
-from tumorscope.data.transforms import preprocess_volume, restore_volume
 from tumorscope.data.types import DataError, LoadedCase
-from tumorscope.inference.domain import image_warnings, volume_warnings
+from tumorscope.inference.domain import image_warnings
 from tumorscope.inference.full import FullResult, predict_full
 from tumorscope.inference.inputs import ImageInput, VolumeInput, cut, load_volume, read_2d
-from tumorscope.inference.ood import NO_SLICES, DomainCheck
-from tumorscope.inference.postprocess import postprocess_masks
+from tumorscope.inference.ood import DomainCheck
 from tumorscope.inference.results import RiskResult, SliceResult, VolumeResult, type_probabilities
 from tumorscope.inference.review import review_decision
-from tumorscope.inference.risk import (
-    measured_risk,
-    patient_risk,
-    survival_model_of,
-    survival_slices,
-)
+from tumorscope.inference.risk import patient_risk, survival_model_of
+from tumorscope.inference.volume import NO_SEGMENTATION, predict_volume
 from tumorscope.models.multitask import MultiTaskNet
 from tumorscope.models.registry import create_model
 from tumorscope.runs import Backend, Calibration, LoadedRun, RunManifest, TorchBackend, load_run
-from tumorscope.runs.files import MANIFEST_FILE, write_checkpoint
+from tumorscope.runs.files import DOMAIN_FILE, MANIFEST_FILE, write_checkpoint
 from tumorscope.runs.onnx import OnnxBackend
-from tumorscope.survival.model import PET_CHANNEL
-
-log = logging.getLogger(__name__)
-
-NO_SEGMENTATION = "the model has no segmentation head"
 
 
 class Predictor:
@@ -192,7 +180,9 @@ class Predictor:
         return cls(model, cfg, manifest, batch_size=batch_size)
 
     def save(self, folder: str | Path) -> Path:
-        """Write the model and manifest as a new run folder that :meth:`from_run` reads.
+        """Write the model, manifest and domain model (:data:`DOMAIN_FILE`, when the
+        predictor has one) as a new run folder that :meth:`from_run` reads; the manifest's
+        ``files`` hashes are those of the files written.
 
         Raises:
             FileExistsError: ``folder`` already holds a manifest (runs are never overwritten).
@@ -201,7 +191,10 @@ class Predictor:
         if (out / MANIFEST_FILE).exists():
             raise FileExistsError(f"{out}: already holds a run; refusing to overwrite it")
         manifest = self.manifest.replace(files={}).to_dict()
-        write_checkpoint(out, model_state=self.model.state_dict(), manifest=manifest)
+        stats = self.domain.stats
+        files = None if stats is None else {DOMAIN_FILE: stats.to_tensors()}
+        state = self.model.state_dict()
+        write_checkpoint(out, model_state=state, manifest=manifest, tensor_files=files)
         return out
 
     # ------------------------------------------------------------------ forward
@@ -391,95 +384,18 @@ class Predictor:
             DataError: Unreadable input, or one holding NaN or Inf.
             ValueError: A gate threshold outside [0, 1] or a negative ``min_component_ml``.
         """
-        gate = self._gate(gate_threshold)
-        use_slice_gate = self.slice_gate if slice_gate is None else bool(slice_gate)
-        min_ml = self.min_component_ml if min_component_ml is None else float(min_component_ml)
-        loaded, src, name, warnings = load_volume(case, self.spec, source=source, affine=affine)
-        if not np.isfinite(loaded.image).all():
-            raise DataError(loaded.meta.path, "volume holds NaN or Inf values")
-        # A mask that came with a LoadedCase must not steer the slice choice: prediction is blind.
-        blind = dataclasses.replace(loaded, mask=None)
-        slices = preprocess_volume(blind, self.spec, source=src, all_slices=True)
-        shape = tuple(int(s) for s in loaded.image.shape[1:])
-        warnings = warnings + volume_warnings(loaded, slices, self.spec)
-        ungated = np.zeros((len(self.regions), *shape), dtype=np.uint8)
-        p, probs, risk, reason = 0.0, np.zeros(0), None, "no slice inside the brain/body mask"
-        tasks, domain = self.backend.tasks, self.domain.unscored(NO_SLICES)
-        if slices.slice_index.size:
-            out = self.forward_slices(slices.images)
-            domain = self.domain.volume(out, slices.slice_index)
-            probs = self.slice_probability(out)
-            p = float(probs.max())
-            reason = f"patient tumour probability {p:.3f} is under the gate threshold {gate:.2f}"
-            if "seg_prob" in out:
-                ungated = restore_volume(out["seg_prob"], slices, shape, threshold=0.5)
-            if "embedding" in out:
-                used = survival_slices(slices, probs >= self.threshold, shape[2], self.spec)
-                risk = self.risk(out["embedding"][used], self._head_clinical(clinical))
-                risk.slices_used = [int(z) for z in slices.slice_index[used]]
-        gated = p < gate or slices.slice_index.size == 0
-        log.debug("%s: %d slices, p=%.3f, gated=%s", name, slices.slice_index.size, p, gated)
-        meta = loaded.meta
-        pet = None
-        if self.survival is not None and PET_CHANNEL in self.spec.channels:
-            pet = loaded.image[list(self.spec.channels).index(PET_CHANNEL)].copy()
-        del loaded, blind  # the image (the largest array) is no longer needed: free it first
-        voxel_ml = abs(float(np.linalg.det(meta.affine[:3, :3]))) / 1000.0
-        by_z = np.zeros(shape[2], dtype=np.float64)
-        by_z[slices.slice_index] = probs
-        processed, report = postprocess_masks(
-            ungated,
-            by_z,
-            gate_threshold=gate,
-            voxel_ml=voxel_ml,
-            slice_gate=use_slice_gate,
-            min_component_ml=min_ml,
+        return predict_volume(
+            self,
+            case,
+            source=source,
+            clinical=clinical,
+            gate=self._gate(gate_threshold),
+            affine=affine,
+            slice_gate=self.slice_gate if slice_gate is None else bool(slice_gate),
+            min_component_ml=(
+                self.min_component_ml if min_component_ml is None else float(min_component_ml)
+            ),
         )
-        masks = np.zeros_like(ungated) if gated else processed
-        if self.survival is not None:
-            risk = measured_risk(
-                self.survival,
-                masks,
-                self.regions,
-                meta.spacing[:3],
-                min_component_ml=self.min_component_ml,
-                clinical=clinical,
-                deep=risk,
-                pet=pet,
-            )
-        return VolumeResult(
-            name=name,
-            tumour_probability=p,
-            tumour=p >= self.threshold,
-            threshold=self.threshold,
-            masks=masks,
-            masks_ungated=ungated,
-            gated=gated,
-            mask_reason=reason if gated else (None if "segmentation" in tasks else NO_SEGMENTATION),
-            regions=self.regions,
-            volumes_ml={r: float(masks[i].sum()) * voxel_ml for i, r in enumerate(self.regions)},
-            risk=risk,
-            slice_probabilities={
-                int(z): float(q) for z, q in zip(slices.slice_index, probs, strict=True)
-            },
-            warnings=warnings,
-            meta=meta,
-            gate_threshold=gate,
-            postprocess=report,
-            domain=domain,
-            review=review_decision(p, self.threshold, self.calibration, what="patient tumour"),
-        )
-
-    def _head_clinical(
-        self, clinical: Mapping[str, float | None] | None
-    ) -> dict[str, float | None] | None:
-        """The covariates of ``clinical`` the survival head takes (the survival model may
-        read more); an unknown name is kept, for the head to refuse it."""
-        if clinical is None:
-            return None
-        known = set(self.clinical_covariates)
-        head = set(self.manifest.clinical_columns)
-        return {c: v for c, v in clinical.items() if c in head or c not in known}
 
     def risk(
         self, embedding: np.ndarray, clinical: Mapping[str, float | None] | None = None

@@ -80,5 +80,5 @@ def finish(cfg: Config, model: MultiTaskNet, stage_data: StageData, precision: s
     return Finished(
         calibration=calibration.replace(survival_model=stored, reasons=reasons),
         metrics={"validation": loop.validation_metrics(val)},
-        domain=fit_run_domain(model, stage_data),
+        domain=fit_run_domain(model, stage_data, quantile=cfg.calibration.domain_quantile),
     )
