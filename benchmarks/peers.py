@@ -532,10 +532,16 @@ class Bench:
         self.phases["image_seeds"] = round(time.perf_counter() - t0 - self.phases.get("plan", 0), 1)
 
     def run_survival(self) -> None:
-        """Every patient out of fold, ``folds`` × ``repeats``: per fold tumorscope's run (its
-        survival model on its own masks, and its survival head alone) and a BasicUNet
-        trained for the same CPU seconds (the features of its masks), then the peers fitted
-        on the ground-truth features of the fold's training patients."""
+        """Every patient out of fold, ``folds`` × ``repeats``.
+
+        The image models are trained on the first repeat's folds only: per fold
+        tumorscope's run (its survival model on its own masks, and its survival head alone)
+        and a BasicUNet trained for the same CPU seconds. Every patient's predicted-mask
+        features thus come from models that did not see it. Every repeat then fits the Cox
+        peers on the ground-truth features of its folds' training patients and applies
+        them to those features; in repeats after the first, ``tumorscope`` is its survival
+        design refitted the same way (as training fits it), and ``tumorscope_deep_only``
+        is scored on the first repeat alone (its risk needs a trained network)."""
         from tumorscope.training.data import StageData
 
         self.mode = ["data.test_fraction=0"]
@@ -543,51 +549,29 @@ class Bench:
         self.gate = float(demo.calibration.gate_threshold)
         StageData.build(data=self.data, cfg=demo, cache=self.cache)  # untimed, shared
         gt = ground_truth_table(demo, self.data)
-        times = np.asarray([r.time for r in gt["rows"].values()], dtype=np.float64)
+        volumes = gt["rows"]  # the splits also hold the 2D images' "patients"
+        times = np.asarray([r.time for r in volumes.values()], dtype=np.float64)
         grid = grid_of(times)
         self.grid = grid.tolist()
         b = self.b
+        own: dict[str, dict[str, float]] = {}  # tumorscope's predicted-mask features, OOF
+        unet: dict[str, dict[str, float]] = {}  # BasicUNet's, OOF
         t0 = time.perf_counter()
         for repeat in range(b.repeats):
             for fold in range(b.folds):
-                pred, splits = self.train_tumorscope(
-                    "demo", seed=fold, fold=fold, split_seed=repeat
-                )
-                if not self.target_cpu:
-                    self.target_cpu = self.timer.last("tumorscope")
-                    self.plan(("monai_basicunet",))
-                volumes = gt["rows"]  # the split also holds the 2D images' "patients"
+                if repeat == 0:
+                    splits = self.survival_fold(fold, gt, grid, own, unet)
+                else:
+                    cfg = self.cfg("demo", seed=fold, fold=fold, split_seed=repeat)
+                    splits = StageData.build(
+                        data=self.data, cfg=cfg, cache=self.cache
+                    ).split_patients()
                 val = [p for p in splits["val"] if p in volumes]
                 train = [p for p in splits["train"] if p in volumes]
                 self.folds.append((repeat, train, val))
-                held = self.held_out(pred, splits, set(val), images=False)
-                base = pred.calibration.baseline_hazard
-                for p in val:
-                    if p not in held.risk:
-                        continue
-                    surv = survival_at(
-                        base["times"],
-                        np.exp(-np.asarray(base["cumulative"]) * np.exp(held.risk[p])).tolist(),
-                        grid,
-                    )
-                    self.put("oof", "tumorscope", (repeat, p), held.risk[p], surv)
-                    if p in held.deep_risk:
-                        self.put("oof", "tumorscope_deep_only", (repeat, p), held.deep_risk[p], [])
-                unet, cfg, unet_splits = self.timed(
-                    "monai_basicunet",
-                    lambda r=repeat, f=fold: self.fit_monai(
-                        "monai_basicunet",
-                        seed=f,
-                        fold=f,
-                        split_seed=r,
-                        steps=int(self.plans["monai_basicunet"]["steps"]),
-                    ),
+                fitted = fold_peers(
+                    gt, demo, repeat, train, val, unet, grid, own=own if repeat else None
                 )
-                if sorted(unet_splits["val"]) != sorted(splits["val"]):
-                    raise RuntimeError(f"repeat {repeat} fold {fold}: the peers' folds differ")
-                peer = self.peer_predictor("monai_basicunet", unet, cfg)
-                features = predicted_features(peer, cfg, self.data, val)
-                fitted = fold_peers(gt, demo, repeat, train, val, features, grid)
                 for name, by_pid in fitted.items():
                     for p, (risk, surv) in by_pid.items():
                         self.put("oof", name, (repeat, p), risk, surv)
@@ -600,8 +584,55 @@ class Bench:
                 ):
                     if p in known:
                         self.put("oof", name, (repeat, p), known[p], [])
-        self.table = {p: {"time": r.time, "event": float(r.event)} for p, r in gt["rows"].items()}
+        self.table = {p: {"time": r.time, "event": float(r.event)} for p, r in volumes.items()}
         self.phases["survival"] = round(time.perf_counter() - t0, 1)
+
+    def survival_fold(
+        self,
+        fold: int,
+        gt: dict[str, Any],
+        grid: np.ndarray,
+        own: dict[str, dict[str, float]],
+        unet: dict[str, dict[str, float]],
+    ) -> dict[str, Any]:
+        """One fold of the first repeat: train tumorscope and BasicUNet, store tumorscope's
+        risks, add both models' predicted-mask features of the fold's validation patients to
+        ``own`` / ``unet``; the fold's splits."""
+        pred, splits = self.train_tumorscope("demo", seed=fold, fold=fold, split_seed=0)
+        if not self.target_cpu:
+            self.target_cpu = self.timer.last("tumorscope")
+            self.plan(("monai_basicunet",))
+        val = [p for p in splits["val"] if p in gt["rows"]]
+        held = self.held_out(pred, splits, set(val), images=False)
+        base = pred.calibration.baseline_hazard
+        for p in val:
+            if p not in held.risk:
+                continue
+            surv = survival_at(
+                base["times"],
+                np.exp(-np.asarray(base["cumulative"]) * np.exp(held.risk[p])).tolist(),
+                grid,
+            )
+            self.put("oof", "tumorscope", (0, p), held.risk[p], surv)
+            if p in held.deep_risk:
+                self.put("oof", "tumorscope_deep_only", (0, p), held.deep_risk[p], [])
+            if p in held.features:
+                own[p] = dict(held.features[p])
+        net, cfg, unet_splits = self.timed(
+            "monai_basicunet",
+            lambda: self.fit_monai(
+                "monai_basicunet",
+                seed=fold,
+                fold=fold,
+                split_seed=0,
+                steps=int(self.plans["monai_basicunet"]["steps"]),
+            ),
+        )
+        if sorted(unet_splits["val"]) != sorted(splits["val"]):
+            raise RuntimeError(f"fold {fold}: the peers' folds differ")
+        peer = self.peer_predictor("monai_basicunet", net, cfg)
+        unet.update(predicted_features(peer, cfg, self.data, val))
+        return dict(splits)
 
 
 def summarise(bench: Bench) -> dict[str, Any]:

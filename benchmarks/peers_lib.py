@@ -471,7 +471,10 @@ def survival_markdown(result: dict[str, Any]) -> str:
         f"patients {tuple(d['shape'])}, every one out of fold over {b['survival_folds']} "
         f"folds × {b['survival_repeats']} repeats (figures: the mean over repeats; 95% CIs: "
         f"patient-level bootstrap), on {result['cpu']['model']} ({result['cpu']['flags']}). "
-        f"tumorscope and BasicUNet are trained per fold for {b['cpu_seconds']} CPU s each; "
+        f"tumorscope and BasicUNet are trained per fold of the first repeat for "
+        f"{b['cpu_seconds']} CPU s each (every patient's predicted masks come from models "
+        "that did not see it; later repeats refit the Cox models only, and the survival "
+        "head alone is scored on the first repeat); "
         "every Cox model is fitted on the training folds' ground-truth-mask features. "
         f"IBS over {len(result.get('survival_grid_days') or [])} times, td-AUC at "
         f"{', '.join(f'{h:.0f}' for h in horizons)} days.",

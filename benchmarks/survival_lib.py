@@ -82,8 +82,11 @@ def predicted_features(
 
 def fit_kwargs(cfg: Any, rows: Sequence[Any]) -> dict[str, Any]:
     """The run config's survival settings as :func:`fit_survival_model` arguments."""
+    from tumorscope.survival.model import PET_CHANNEL
+
     sc = cfg.survival
     return {
+        "pet": PET_CHANNEL in cfg.data.channels,
         "clinical": sorted({c for r in rows for c in r.clinical}) if sc.clinical else [],
         "deep_risk": "never",
         "l1_ratio": sc.l1_ratio,
@@ -105,8 +108,12 @@ def fold_peers(
     val: Sequence[str],
     unet: Mapping[str, dict[str, float]],
     grid: np.ndarray,
+    *,
+    own: Mapping[str, dict[str, float]] | None = None,
 ) -> dict[str, dict[str, tuple[float, list[float]]]]:
-    """``{peer: {pid: (log_hazard, survival at grid)}}`` of one fold's validation patients."""
+    """``{peer: {pid: (log_hazard, survival at grid)}}`` of one fold's validation patients;
+    with ``own`` (tumorscope's predicted-mask features) also ``tumorscope``: the features
+    model applied to them, as a run fitted on ``train`` would apply its own."""
     from dataclasses import replace
 
     from tumorscope.survival.model import fit_survival_model
@@ -125,6 +132,7 @@ def fold_peers(
         "clinical_cox": {},
         "radiomics_cox_gt": {},
         "radiomics_cox_basicunet": {},
+        **({"tumorscope": {}} if own is not None else {}),
     }
 
     def score(model: Any, row: Any) -> tuple[float, list[float]]:
@@ -140,6 +148,8 @@ def fold_peers(
         if p in unet:
             row = replace(rows[p], features=unet[p])
             out["radiomics_cox_basicunet"][p] = score(models["features"], row)
+        if own is not None and p in own:
+            out["tumorscope"][p] = score(models["features"], replace(rows[p], features=own[p]))
     return out
 
 
