@@ -3,8 +3,10 @@
 Prints one JSON object on its last stdout line and writes ``bench-out/peers.json``,
 ``bench-out/peers.md`` and ``bench-out/peers-state.json`` (every collected prediction;
 ``--from-state`` re-summarises it without training). ``--quick`` runs a small version.
+``--survival-only [--profile petct]`` writes ``peers-survival[-petct].{json,md}`` and
+``…-state.json`` instead.
 
-    python benchmarks/peers.py [--quick] [--out bench-out] [--work DIR]
+    python benchmarks/peers.py [--quick] [--survival-only [--profile petct]] [--out bench-out] [--work DIR]
 
 Data: the ``standard`` synthetic preset, brain MRI (FLAIR only, as the demo), a
 Kaggle-style training folder and a fixed 2D test set from its own seed stream with
@@ -113,6 +115,20 @@ FULL = Budget(
 # ``--survival-only``: at least 200 patients, every one out of fold (no test split).
 SURVIVAL_QUICK = dataclasses.replace(QUICK, patients=20)
 SURVIVAL_FULL = dataclasses.replace(FULL, patients=200)
+# ``--profile petct`` (survival only): the same recipes on synthetic HECKTOR-layout PET/CT,
+# two channels and the primary tumour, as ``configs/demo-petct.yaml`` has them.
+PROFILES = {
+    "brain-mri": {"channels": ["flair"], "overrides": []},
+    "petct": {
+        "channels": ["ct", "pet"],
+        "overrides": [
+            "profile=petct",
+            "data.channels=[ct,pet]",
+            "model.in_channels=2",
+            "model.regions=[GTVp]",
+        ],
+    },
+}
 TIMED_SLICES = 16  # slices of one test volume timed per peer (best of 3 passes)
 # Non-inferiority margins of the verdicts, in each metric's units.
 MARGINS = {
@@ -163,8 +179,11 @@ class Bench:
         "grid",
     )
 
-    def __init__(self, budget: Budget, work: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, budget: Budget, work: Path, extra: Sequence[str] = (), profile: str = "brain-mri"
+    ) -> None:
         self.b = budget
+        self.profile = profile
         self.extra = list(extra)  # --set overrides of tumorscope's multi-task runs
         self.work = work
         self.data = [work / "data"]
@@ -218,12 +237,13 @@ class Bench:
         from tumorscope.synthetic import synthesize, synthesize_kaggle
 
         b = self.b
-        if not (self.work / "data" / "brats").is_dir():
+        layout = "brats" if self.profile == "brain-mri" else "hecktor"
+        if not (self.work / "data" / layout).is_dir():
             synthesize(
-                profile="brain-mri",
+                profile=self.profile,
                 patients=b.patients,
                 out=self.work / "data",
-                kaggle=b.kaggle,
+                kaggle=b.kaggle if self.profile == "brain-mri" else 0,
                 difficulty="standard",
                 seed=0,
                 shape=b.shape,
@@ -544,7 +564,7 @@ class Bench:
         is scored on the first repeat alone (its risk needs a trained network)."""
         from tumorscope.training.data import StageData
 
-        self.mode = ["data.test_fraction=0"]
+        self.mode = ["data.test_fraction=0", *PROFILES[self.profile]["overrides"]]
         demo = self.cfg("demo", seed=0, fold=0)
         self.gate = float(demo.calibration.gate_threshold)
         StageData.build(data=self.data, cfg=demo, cache=self.cache)  # untimed, shared
@@ -950,7 +970,15 @@ def main() -> int:
         action="store_true",
         help="the survival peers alone (survival_lib.py), every patient out of fold",
     )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="brain-mri",
+        help="with --survival-only: brain MRI (BraTS layout) or PET/CT (HECKTOR layout)",
+    )
     args = parser.parse_args()
+    if args.profile != "brain-mri" and not args.survival_only:
+        parser.error("--profile petct needs --survival-only (the image peers are brain MRI)")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     if args.survival_only:
@@ -961,7 +989,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        bench = Bench(budget, work, extra=args.set)
+        bench = Bench(budget, work, extra=args.set, profile=args.profile)
         if args.from_state is not None:
             bench.load_state(args.from_state)
             return report(args, bench, summarise(bench), t0)
@@ -969,9 +997,17 @@ def main() -> int:
         bench.synthesize_data(survival=args.survival_only)
         bench.phases["data"] = round(time.perf_counter() - t0, 1)
         bench.run(survival_only=args.survival_only)
-        bench.save_state(args.out / "peers-state.json")
+        bench.save_state(args.out / f"{stem_of(args)}-state.json")
         result = summarise(bench)
     return report(args, bench, result, t0)
+
+
+def stem_of(args: argparse.Namespace) -> str:
+    """Output file stem of a mode: ``peers``, ``peers-survival``, ``peers-survival-petct``
+    (the modes run one after the other into one ``--out`` folder)."""
+    if not args.survival_only:
+        return "peers"
+    return "peers-survival" + ("" if args.profile == "brain-mri" else f"-{args.profile}")
 
 
 def report(args: argparse.Namespace, bench: Bench, result: dict[str, Any], t0: float) -> int:
@@ -988,8 +1024,8 @@ def report(args: argparse.Namespace, bench: Bench, result: dict[str, Any], t0: f
         "survival_only": args.survival_only,
         "data": {
             "preset": "standard",
-            "profile": "brain-mri",
-            "channels": ["flair"],
+            "profile": bench.profile,
+            "channels": PROFILES[bench.profile]["channels"],
             "patients": budget.patients,
             "kaggle_images": budget.kaggle,
             "kaggle_test_images": budget.kaggle_test,
@@ -1022,9 +1058,9 @@ def report(args: argparse.Namespace, bench: Bench, result: dict[str, Any], t0: f
         "seconds": round(time.perf_counter() - t0, 1),
         "cpu_seconds": round(_cpu_seconds(), 1),
     }
-    (args.out / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem_of(args)}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
-    (args.out / "peers.md").write_text(md)
+    (args.out / f"{stem_of(args)}.md").write_text(md)
     print(md, flush=True)
     print(json.dumps(result))
     return 0

@@ -467,7 +467,8 @@ def survival_markdown(result: dict[str, Any]) -> str:
     cols = [("c_index_harrell", "Harrell C"), ("c_index_uno", "Uno C"), ("ibs", "IBS")]
     ratio = result["goals"].get("c_index_ratio_to_observable_ceiling") or {}
     lines = [
-        f"Survival peers on `{d['preset']}` brain MRI (FLAIR), {result['survival_patients']} "
+        f"Survival peers on `{d['preset']}` {d['profile']} ({', '.join(d['channels'])}), "
+        f"{result['survival_patients']} "
         f"patients {tuple(d['shape'])}, every one out of fold over {b['survival_folds']} "
         f"folds × {b['survival_repeats']} repeats (figures: the mean over repeats; 95% CIs: "
         f"patient-level bootstrap), on {result['cpu']['model']} ({result['cpu']['flags']}). "

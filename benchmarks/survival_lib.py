@@ -68,15 +68,22 @@ def ground_truth_table(cfg: Any, data: Sequence[Path]) -> dict[str, Any]:
 def predicted_features(
     pred: Any, cfg: Any, data: Sequence[Path], patients: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """Tumour features of the masks ``pred`` predicts (gated and post-processed)."""
-    from tumorscope.data.layout import discover
+    """Tumour features of the masks ``pred`` predicts (gated and post-processed), with the
+    PET inside them where the config has a PET channel (as prediction measures them)."""
+    from tumorscope.data.layout import discover, load_case
     from tumorscope.survival.cohort import case_features
+    from tumorscope.survival.model import PET_CHANNEL
 
     cases = {c.patient_id: c for c in discover(list(data)).cases}
+    pet = PET_CHANNEL in cfg.data.channels
     out = {}
     for pid in patients:
         result = pred.predict_volume(cases[pid])
-        out[pid] = case_features(cfg, list(result.masks), result.meta.spacing[:3])
+        suv = None
+        if pet:
+            loaded = load_case(cases[pid], [PET_CHANNEL], missing=cfg.data.missing_channels)
+            suv = loaded.image[0]
+        out[pid] = case_features(cfg, list(result.masks), result.meta.spacing[:3], suv)
     return out
 
 
