@@ -33,15 +33,15 @@ def flag_counts(
         n_boot: Bootstrap replicates of the share's CI (units resampled).
         seed: Bootstrap seed.
     """
-    checked = np.asarray([v for v in in_domain if v is not None], dtype=bool)
-    flagged = ~checked
+    verdicts = np.asarray([v for v in in_domain if v is not None], dtype=bool)
+    flagged = ~verdicts  # a held-out unit outside the domain is a false alarm
     reason = unchecked if in_domain else f"no held-out {what}"
     share = boot_figure(
         [flagged.astype(np.float64)], None, groups=None, n_boot=n_boot, seed=seed, reason=reason
     )
     return {
         "n": len(in_domain),
-        "n_checked": int(checked.size),
+        "n_checked": int(verdicts.size),
         "n_flagged": int(flagged.sum()),
         "flagged_share": share,
     }
