@@ -4,7 +4,7 @@ Prints one JSON object on its last stdout line and writes ``bench-out/ablations.
 ``bench-out/ablations.md``. ``--quick`` runs a small version. Not part of ``make bench``
 (its own target, ``make bench-ablations``).
 
-    python benchmarks/ablations.py [--quick] [--out bench-out] [--work DIR]
+    python benchmarks/ablations.py [--quick] [--seeds N] [--only a,b] [--out bench-out] [--work DIR]
 
 Data, budget and statistics are the peer benchmark's (``benchmarks/peers.py``: the same
 synthetic ``standard`` cohort, the same fixed test split and 2D test set, the demo recipe
@@ -20,8 +20,16 @@ seconds on the benchmark's one CPU timer. Variants:
   scaled to the same total steps);
 - widths ``base_channels`` 8, 24 and 32 (the default is 16) at the same steps; with the
   learning-curve snapshots of seed 0 (25 %, 50 %) they give Dice against CPU seconds;
+- ``batch_8``: half-size batches for twice the steps (the same slices seen);
+  ``evidence_detached``: the evidence read with a stop-gradient, so the slice loss does
+  not reach the segmentation map; ``tumour_weight_1``: the slice loss at the
+  segmentation's weight (the recipe's is 0.1);
+  ``segmentation_task_only``: the same network trained on the segmentation loss alone
+  (its tumour head untrained: only its ungated Dice means anything);
 - ``no_postprocessing``: the full recipe's own runs predicted without the slice gate and
   the small-component removal (no retraining).
+
+``--only a,b`` trains those variants beside ``full`` (which every comparison needs).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu  # noqa: E402
 from peers import FULL, QUICK, Bench  # noqa: E402
 from peers_lib import (  # noqa: E402
+    IMAGE_STAGES,
     WARMUP_FRACTION,
     Budget,
     compare,
@@ -69,7 +78,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "width_8": ("demo", ["model.base_channels=8"]),
     "width_24": ("demo", ["model.base_channels=24"]),
     "width_32": ("demo", ["model.base_channels=32"]),
+    "batch_8": ("demo", ["stages.joint.batch_size=8"]),
+    "evidence_detached": ("demo", ["model.evidence_grad=false"]),
+    "tumour_weight_1": ("demo", ["loss.task_weights.tumour=1.0"]),
+    "segmentation_task_only": ("demo", ["stages.joint.tasks=[segmentation]"]),
 }
+# Variants that train more steps than the full recipe: the factor on its image steps (a
+# half-size batch for twice the steps sees the same slices, at about the same CPU time).
+STEP_FACTORS = {"batch_8": 2.0}
 WIDTHS = {"width_8": 8, "full": 16, "width_24": 24, "width_32": 32}
 NO_POSTPROCESSING = "no_postprocessing"
 METRICS = ("dice", "dice_ungated", "hd95_mm", "slice_auc", "kaggle_auc")
@@ -104,6 +120,19 @@ def staged_overrides(budget: Budget) -> list[str]:
     return out
 
 
+def selected(only: Sequence[str] = ()) -> list[str]:
+    """The variants a run trains, in :data:`VARIANTS` order: ``full`` and ``only`` (all
+    when ``only`` is empty).
+
+    Raises:
+        ValueError: ``only`` names a variant that does not exist.
+    """
+    unknown = sorted(set(only) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    return [n for n in VARIANTS if not only or n in only or n == "full"]
+
+
 class AblationBench(Bench):
     """The peer benchmark's data and collection, training tumorscope variants."""
 
@@ -124,12 +153,23 @@ class AblationBench(Bench):
             overrides = recipe_overrides(config, self.b, **kw)
         return load_config(path, overrides=overrides + self.variant_sets)
 
+    def step_overrides(self, name: str) -> list[str]:
+        """``stages.*.max_steps`` of a variant with a step factor (none otherwise)."""
+        factor = STEP_FACTORS.get(name)
+        if factor is None:
+            return []
+        out = []
+        for stage in IMAGE_STAGES:
+            n = max(2, round(self.b.steps(stage) * factor))
+            out += [f"stages.{stage}.max_steps={n}", f"stages.{stage}.eval_every={n}"]
+        return out
+
     def train_variant(self, name: str, seed: int) -> tuple[Any, dict[str, Any]]:
         """Train one variant on the shared timer and collect its test figures."""
         from tumorscope.inference.predictor import Predictor
 
         config, sets = VARIANTS[name]
-        self.variant_sets = sets
+        self.variant_sets = sets + self.step_overrides(name)
         run = self.work / "runs" / f"{name}-s{seed}"
         total = sum(s.max_steps for s in self.cfg(config, seed=seed, fold=0).stages)
         snaps = curve_steps(total) if seed == 0 else {}
@@ -152,7 +192,7 @@ class AblationBench(Bench):
         self.collect(name, pred, splits, seed, test=True, oof_repeat=None)
         return pred, splits
 
-    def run_ablations(self, seeds: int) -> None:
+    def run_ablations(self, seeds: int, only: Sequence[str] = ()) -> None:
         from tumorscope.training.data import StageData
 
         self.read_strata()
@@ -161,7 +201,7 @@ class AblationBench(Bench):
         shared = StageData.build(data=self.data, cfg=demo, cache=self.cache)
         self.curve_ids = sorted(shared.split_patients()["test"])[: self.b.curve_patients]
         for seed in range(seeds):
-            for name in VARIANTS:
+            for name in selected(only):
                 pred, splits = self.train_variant(name, seed)
                 if name == "full":  # the same weights without post-processing
                     pred.slice_gate, pred.min_component_ml = False, 0.0
@@ -176,7 +216,7 @@ def summarise(bench: AblationBench) -> dict[str, Any]:
     mean = per_seed_mean(lambda x: float(np.mean(x)))
     auc = per_seed_mean(roc_auc)
     st = bench.store
-    names = [*VARIANTS, NO_POSTPROCESSING]
+    names = [n for n in [*VARIANTS, NO_POSTPROCESSING] if n in st["seg"]]
 
     def keys(kind: str, models: Sequence[str]) -> list[Any]:
         sets = [set(st[kind].get(n, {})) for n in models]
@@ -304,10 +344,20 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--work", type=Path, default=None, help="keep runs here (default: temp)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: 2)")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated variants to run beside `full` (default: all of them)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)
     logging.getLogger("peers").setLevel(logging.INFO)
+    only = [v for v in args.only.split(",") if v]
+    try:
+        selected(only)
+    except ValueError as e:
+        parser.error(str(e))
     budget = QUICK if args.quick else FULL
     seeds = args.seeds or ABLATION_SEEDS["quick" if args.quick else "full"]
     from tumorscope.runtime import resolve_precision
@@ -319,7 +369,7 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         bench = AblationBench(budget, work)
         bench.synthesize_data()
-        bench.run_ablations(seeds)
+        bench.run_ablations(seeds, only)
         result = summarise(bench)
     result.update(
         {

@@ -11,14 +11,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ablations import VARIANTS, AblationBench, markdown, staged_overrides  # noqa: E402
+from ablations import (  # noqa: E402
+    VARIANTS,
+    AblationBench,
+    main,
+    markdown,
+    selected,
+    staged_overrides,
+)
 from peers import QUICK  # noqa: E402
 
 
 def _cfg(tmp_path: Path, name: str):  # type: ignore[no-untyped-def]
     bench = AblationBench(QUICK, tmp_path)
     config, sets = VARIANTS[name]
-    bench.variant_sets = sets
+    bench.variant_sets = sets + bench.step_overrides(name)
     return bench.cfg(config, seed=1, fold=0, split_seed=0)
 
 
@@ -26,6 +33,7 @@ def test_every_variant_changes_only_its_own_setting(tmp_path: Path) -> None:
     full = _cfg(tmp_path, "full")
     assert full.model.deep_supervision == 2 and full.model.readout == "multiscale"
     assert full.model.seg_evidence and not full.loss.dice_batch and full.data.image_share == 0.25
+    assert full.model.evidence_grad and full.loss.task_weights["tumour"] == 0.1
     changed = {
         "no_deep_supervision": ("model", "deep_supervision", 0),
         "bottleneck_readout": ("model", "readout", "bottleneck"),
@@ -36,6 +44,12 @@ def test_every_variant_changes_only_its_own_setting(tmp_path: Path) -> None:
         "width_8": ("model", "base_channels", 8),
         "width_24": ("model", "base_channels", 24),
         "width_32": ("model", "base_channels", 32),
+        "evidence_detached": ("model", "evidence_grad", False),
+        "tumour_weight_1": (
+            "loss",
+            "task_weights",
+            {"segmentation": 1.0, "tumour": 1.0, "survival": 0.5},
+        ),
     }
     for name, (section, key, value) in changed.items():
         cfg = _cfg(tmp_path, name)
@@ -47,6 +61,35 @@ def test_every_variant_changes_only_its_own_setting(tmp_path: Path) -> None:
                 assert getattr(cfg, other) == getattr(full, other), (name, other)
 
 
+def test_stage_variants_change_only_the_joint_stage(tmp_path: Path) -> None:
+    full = _cfg(tmp_path, "full")
+    half = _cfg(tmp_path, "batch_8")
+    seg = _cfg(tmp_path, "segmentation_task_only")
+    (fj, fs), (hj, hs), (sj, ss) = full.stages, half.stages, seg.stages
+    # Half the batch for twice the steps: the same number of slices seen.
+    assert (hj.batch_size, fj.batch_size) == (8, 16)
+    assert hj.max_steps * hj.batch_size == fj.max_steps * fj.batch_size
+    assert hj.eval_every == hj.max_steps and hs == fs
+    assert sj.tasks == ("segmentation",) and fj.tasks == ("segmentation", "tumour")
+    assert sj.max_steps == fj.max_steps and ss == fs
+    for cfg in (half, seg):
+        assert (cfg.model, cfg.data, cfg.loss) == (full.model, full.data, full.loss)
+
+
+def test_only_picks_variants_beside_full_and_rejects_unknown_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert selected() == list(VARIANTS)
+    assert selected(["width_8", "batch_8"]) == ["full", "width_8", "batch_8"]
+    with pytest.raises(ValueError, match="width_9"):
+        selected(["width_9"])
+    # The command line says so before any data is made.
+    monkeypatch.setattr(sys, "argv", ["ablations.py", "--only", "batch_8,width_9"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and "unknown variants ['width_9']" in capsys.readouterr().err
+
+
 def test_staged_schedule_has_the_recipes_image_steps(tmp_path: Path) -> None:
     staged = _cfg(tmp_path, "staged_schedule")
     full = _cfg(tmp_path, "full")
@@ -56,7 +99,7 @@ def test_staged_schedule_has_the_recipes_image_steps(tmp_path: Path) -> None:
     # Rounded per stage: within one step per stage of the full recipe's image steps.
     assert abs(image - QUICK.image_steps) <= 3
     assert staged.stages[-1].max_steps == full.stages[-1].max_steps
-    assert staged.model == full.model and staged.runtime.seed == 1
+    assert staged.model == full.model and staged.loss == full.loss and staged.runtime.seed == 1
     assert all(s.eval_every == s.max_steps for s in staged.stages)
     assert "stages.seg_warmup.warmup_fraction=0.05" in staged_overrides(QUICK)
 

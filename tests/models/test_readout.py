@@ -61,6 +61,29 @@ def test_the_tumour_logit_reads_the_segmentation_map_only_with_evidence(evidence
     assert (not torch.allclose(before, after)) is evidence
 
 
+@pytest.mark.parametrize("grad", [True, False])
+def test_evidence_grad_decides_whether_the_slice_loss_reaches_the_segmentation_map(
+    grad: bool,
+) -> None:
+    torch.manual_seed(3)
+    cfg = size_config("tiny", heads=("tumour",), evidence_grad=grad)
+    model = create_model(cfg).eval()
+    x = torch.randn(2, 1, 32, 32)
+    out = model(x, ("tumour",))
+    assert out.tumour_logit is not None
+    out.tumour_logit.sum().backward()
+    bias = model.segmentation_head.conv.bias.grad
+    # Only the evidence links the tumour logit to the segmentation head.
+    assert (bias is not None and float(bias.abs().sum()) > 0) is grad
+    # The readout side trains either way, and the forward value does not change.
+    assert model.tumour_head.evidence is not None
+    assert model.tumour_head.evidence.weight.grad is not None
+    twin = create_model(size_config("tiny", heads=("tumour",), evidence_grad=not grad)).eval()
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x, ("tumour",)).tumour_logit, out.tumour_logit.detach())
+
+
 def test_deep_supervision_outputs_only_in_training() -> None:
     torch.manual_seed(2)
     model = create_model(size_config("demo", regions=("WT", "TC"), deep_supervision=2))

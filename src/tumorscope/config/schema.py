@@ -65,6 +65,9 @@ class ModelConfig:
             the average of the normalised bottleneck alone.
         seg_evidence: Add the segmentation logits' evidence (top-k mean and log-mean-exp
             of each region's map) to the tumour and tumour-type decisions.
+        evidence_grad: Let the slice losses reach the segmentation logits through the
+            evidence (False: the evidence is read with a stop-gradient, so only the
+            segmentation loss shapes the segmentation map).
     """
 
     in_channels: int = 1
@@ -79,6 +82,7 @@ class ModelConfig:
     deep_supervision: int = 2
     readout: Literal["multiscale", "bottleneck"] = "multiscale"
     seg_evidence: bool = True
+    evidence_grad: bool = True
 
     def validate(self) -> None:
         _range("model.in_channels", self.in_channels, 1, 16)

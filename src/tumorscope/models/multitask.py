@@ -389,7 +389,9 @@ class MultiTaskNet(nn.Module):
             if self.training and self.cfg.deep_supervision and trunk.decoder is not None:
                 coarse_fine_first = trunk.decoder.coarse[::-1]
                 out.seg_aux_logits = self.segmentation_head.aux(coarse_fine_first)
-        evidence = seg_evidence(seg) if self.cfg.seg_evidence and seg is not None else None
+        evidence = None
+        if self.cfg.seg_evidence and seg is not None:
+            evidence = seg_evidence(seg if self.cfg.evidence_grad else seg.detach())
         if "tumour" in wanted and self.tumour_head is not None:
             out.tumour_logit = self.tumour_head(trunk.readout, evidence)
         if "tumour_type" in wanted and self.tumour_type_head is not None:
