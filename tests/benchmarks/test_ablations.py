@@ -66,9 +66,11 @@ def test_stage_variants_change_only_the_joint_stage(tmp_path: Path) -> None:
     half = _cfg(tmp_path, "batch_8")
     seg = _cfg(tmp_path, "segmentation_task_only")
     (fj, fs), (hj, hs), (sj, ss) = full.stages, half.stages, seg.stages
-    # Half the batch for twice the steps: the same number of slices seen.
-    assert (hj.batch_size, fj.batch_size) == (8, 16)
+    # Twice the batch for half the steps: the same number of slices seen.
+    assert (hj.batch_size, fj.batch_size) == (8, 4)
     assert hj.max_steps * hj.batch_size == fj.max_steps * fj.batch_size
+    old = _cfg(tmp_path, "batch_16").stages[0]
+    assert old.batch_size == 16 and old.max_steps * 4 == fj.max_steps
     assert hj.eval_every == hj.max_steps and hs == fs
     assert sj.tasks == ("segmentation",) and fj.tasks == ("segmentation", "tumour")
     assert sj.max_steps == fj.max_steps and ss == fs

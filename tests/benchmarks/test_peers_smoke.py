@@ -44,20 +44,21 @@ def test_recipe_overrides_load_and_share_one_step_budget() -> None:
         recipe_overrides("demo", BUDGET, seed=2, fold=1, split_seed=4, snapshots=[20, 40]),
     )
     image_steps = sum(s.max_steps for s in demo.stages if s.name != "surv_head")
-    assert image_steps == BUDGET.image_steps == 90  # demo.yaml: one 900-step schedule
+    assert image_steps == BUDGET.image_steps == 360  # demo.yaml: one 3600-step schedule
     assert BUDGET.total_steps == image_steps + 15
     assert (demo.runtime.seed, demo.data.fold, demo.data.n_folds) == (2, 1, 3)
     assert demo.data.split_seed == 4 and demo.runtime.snapshot_steps == (20, 40)
     # Warm-up is the same fraction of every stage's steps; the full-batch refit has none.
     warm = {s.name: s.warmup for s in demo.stages}
-    assert warm == {"joint": 4, "surv_head": 0}  # round(0.05 x 90)
+    assert warm == {"joint": 18, "surv_head": 0}  # round(0.05 x 360)
     assert all(s.eval_every == s.max_steps for s in demo.stages)
+    joint = load_config(ROOT / "configs" / "demo.yaml").stages[0]
     for config in ("seg_only", "cls_only", "surv_only"):
-        # Unscaled, each single-task recipe has the demo's image steps.
-        stock = load_config(ROOT / "configs" / f"{config}.yaml")
-        assert stock.stages[0].max_steps == sum(
-            s.max_steps for s in load_config(ROOT / "configs" / "demo.yaml").stages[:1]
-        )
+        # Unscaled, the image single-task recipes see the demo's slices in their own
+        # batches; survival keeps batches of 16 (a Cox batch needs risk sets), 900 steps.
+        first = load_config(ROOT / "configs" / f"{config}.yaml").stages[0]
+        seen = first.max_steps * first.batch_size
+        assert seen == (joint.max_steps * joint.batch_size if config != "surv_only" else 14400)
         cfg = load_config(
             ROOT / "configs" / f"{config}.yaml", recipe_overrides(config, BUDGET, seed=0, fold=0)
         )
